@@ -1,0 +1,1 @@
+"""plstream.acquire_adapters."""
