@@ -1,0 +1,459 @@
+"""Sending a run: the lossless PUSH data socket, the lossy PUB monitor, and the producer loop.
+
+:class:`FramePublisher` owns the sockets; :func:`publish` drives one
+:class:`~plstream.acquire_adapters.base.FrameSource` through it. The data
+socket blocks when the consumer is slow, so a file replay is paced by the
+analyzer and never drops; a live camera cannot be paced, so :func:`publish`
+gives it a bounded queue and drops (and counts) the frames that find it full.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import queue
+import threading
+import time
+import uuid
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+import numpy as np
+import zmq
+
+from plstream.stream import wire
+from plstream.stream.messages import EndMessage, FrameMessage, HeartbeatMessage, StartMessage
+
+if TYPE_CHECKING:  # only for annotations: acquire_adapters sits above stream in the import layers
+    from plstream.acquire_adapters.base import Frame, FrameSource
+
+__all__ = ["FramePublisher", "publish", "StreamError", "StreamStopped", "ConsumerTimeout"]
+
+logger = logging.getLogger(__name__)
+
+_SEND_POLL_MS = 100  # a blocked send wakes up this often to check for a stop
+_STOPPED_END_TIMEOUT_S = 1.0  # how long a stopped run tries to deliver its end message
+_ERROR_END_TIMEOUT_S = 10.0
+_READER_JOIN_S = 2.0
+_DROP_LOG_INTERVAL_S = 5.0
+
+StopCheck = Callable[[], bool]
+
+
+class StreamError(RuntimeError):
+    """A socket cannot be set up or used (address in use, bad endpoint, no consumer); the message says what to do."""
+
+
+class ConsumerTimeout(StreamError):
+    """No consumer took a message within ``consumer_timeout_s``."""
+
+
+class StreamStopped(Exception):
+    """A send was abandoned because the producer was asked to stop."""
+
+
+_BAD_ENDPOINT = "write endpoints as tcp://HOST:PORT (e.g. tcp://127.0.0.1:5555) or ipc:///path/to/socket"
+_NOT_HERE = "that address is not on this machine; bind 127.0.0.1 (this machine only) or * (all interfaces)"
+_ENDPOINT_HINTS = {
+    errno.EADDRINUSE: "another program (perhaps another plstream) is using that port; stop it or choose another "
+    "port (a port of 0 picks a free one)",
+    errno.EINVAL: _BAD_ENDPOINT,
+    errno.EPROTONOSUPPORT: _BAD_ENDPOINT,
+    errno.EADDRNOTAVAIL: _NOT_HERE,
+    errno.ENODEV: _NOT_HERE,
+}
+
+
+def _attach(socket: zmq.Socket, endpoint: str, *, bind: bool, role: str) -> str:
+    """Bind or connect ``socket``; return the actual endpoint (the port chosen for ``:0``)."""
+    try:
+        if bind:
+            socket.bind(endpoint)
+        else:
+            socket.connect(endpoint)
+    except zmq.ZMQError as exc:
+        hint = _ENDPOINT_HINTS.get(exc.errno, "check the endpoint")
+        verb = "bind" if bind else "connect"
+        raise StreamError(f"cannot {verb} the {role} socket to {endpoint}: {exc.strerror}; {hint}") from exc
+    last = socket.getsockopt(zmq.LAST_ENDPOINT)
+    return last.decode() if last else endpoint
+
+
+class FramePublisher:
+    """Sends one run at a time: to a PUSH data socket and, optionally, to a PUB monitor socket.
+
+    Parameters
+    ----------
+    context : zmq.Context
+        The context the sockets are made in (the caller owns and terminates it).
+    endpoint : str
+        Data endpoint, e.g. ``tcp://127.0.0.1:5555``; with ``bind`` a port of 0
+        picks a free port (see :attr:`endpoint`).
+    bind : bool
+        Bind the data socket (the analyzer connects) or connect it (the analyzer binds).
+    send_hwm : int
+        Messages queued per consumer before a send blocks.
+    linger_ms : int
+        How long :meth:`close` keeps trying to deliver queued messages, ms.
+    monitor_endpoint : str, optional
+        Where to bind the PUB monitor socket for viewers (lossy: a slow viewer
+        misses frames and never slows the producer).
+    monitor_hwm : int
+        Messages queued per viewer before that viewer's messages are dropped.
+    consumer_timeout_s : float, optional
+        Raise :class:`ConsumerTimeout` when no consumer takes a message for this
+        long, s; ``None`` waits forever.
+    should_stop : callable, optional
+        Default stop check of every send (e.g. ``threading.Event().is_set``); a
+        blocked send raises :class:`StreamStopped` within ~0.1 s once it is true.
+    clock : callable
+        Wall clock for message timestamps, s since the Unix epoch.
+
+    Attributes
+    ----------
+    run_uid, last_seq : str or None, int
+        The open run and the seq of its last frame sent (-1 if none).
+    counters : dict
+        ``messages_sent``, ``frames_sent``, ``heartbeats``, ``blocked_s`` over the publisher's life.
+
+    Notes
+    -----
+    Frames of 64 kB or more are sent without a copy: the frame's array must
+    not be modified after :meth:`send_frame` (sources yield a new array per frame).
+    Not thread-safe: use a publisher from one thread at a time.
+    """
+
+    def __init__(
+        self, context: zmq.Context, endpoint: str, *, bind: bool = True, send_hwm: int = 8, linger_ms: int = 1000,
+        monitor_endpoint: str | None = None, monitor_hwm: int = 2, consumer_timeout_s: float | None = None,
+        should_stop: StopCheck | None = None, clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._bind = bind
+        self._consumer_timeout_s = consumer_timeout_s
+        self.should_stop = should_stop
+        self._clock = clock
+        self._monitor: zmq.Socket | None = None
+        self._monitor_endpoint: str | None = None
+        self._socket = context.socket(zmq.PUSH)
+        try:
+            self._socket.setsockopt(zmq.SNDHWM, send_hwm)
+            self._socket.setsockopt(zmq.LINGER, linger_ms)
+            self._socket.setsockopt(zmq.SNDTIMEO, _SEND_POLL_MS)
+            self._endpoint = _attach(self._socket, endpoint, bind=bind, role="data")
+            if monitor_endpoint:
+                self._monitor = context.socket(zmq.PUB)
+                self._monitor.setsockopt(zmq.SNDHWM, monitor_hwm)
+                self._monitor.setsockopt(zmq.LINGER, 0)
+                self._monitor.setsockopt(zmq.MAXMSGSIZE, 65536)  # it only receives subscriptions
+                self._monitor_endpoint = _attach(self._monitor, monitor_endpoint, bind=True, role="monitor")
+        except BaseException:
+            self.close()
+            raise
+        self.run_uid: str | None = None
+        self.last_seq = -1
+        self.counters: dict[str, int | float] = {"messages_sent": 0, "frames_sent": 0, "heartbeats": 0}
+        self.counters["blocked_s"] = 0.0
+        self._closed = False
+
+    # ------------------------------------------------------------------ endpoints
+    @property
+    def endpoint(self) -> str:
+        """The data endpoint actually bound or connected (with the real port when 0 was asked)."""
+        return self._endpoint
+
+    @property
+    def last_endpoint(self) -> str:
+        """Same as :attr:`endpoint` (ZeroMQ's name for it)."""
+        return self._endpoint
+
+    @property
+    def monitor_endpoint(self) -> str | None:
+        """The monitor endpoint actually bound, or ``None`` without a monitor."""
+        return self._monitor_endpoint
+
+    # ------------------------------------------------------------------ messages
+    def send_start(
+        self, source_description: Mapping[str, Any], run_uid: str | None = None, *,
+        should_stop: StopCheck | None = None, timeout_s: float | None = None,
+    ) -> str:
+        """Open a run described by ``source_description`` (``FrameSource.describe()``); returns its run_uid."""
+        description = dict(source_description)
+        if "shape" not in description or "dtype" not in description:
+            raise ValueError("the source description needs 'shape' and 'dtype'; FrameSource.describe() must give them")
+        try:
+            dtype = np.dtype(description["dtype"]).name
+        except TypeError:
+            dtype = str(description["dtype"])
+        shape = description["shape"]
+        shape = tuple(shape) if isinstance(shape, (list, tuple)) else shape  # checked by encode()
+        message = StartMessage(run_uid or uuid.uuid4().hex, description, shape, dtype, self._clock())
+        parts = wire.encode(message)
+        self.run_uid, self.last_seq = message.run_uid, -1
+        self._send(parts, should_stop, timeout_s)
+        return message.run_uid
+
+    def send_frame(self, frame: Frame, *, should_stop: StopCheck | None = None, timeout_s: float | None = None) -> None:
+        """Send one frame of the current run (blocks while the consumer is busy)."""
+        run_uid = self._require_run()
+        message = FrameMessage(run_uid, frame.seq, frame.timestamp, frame.data, dict(frame.metadata))
+        self._send(wire.encode(message), should_stop, timeout_s)
+        self.last_seq = int(frame.seq)
+        self.counters["frames_sent"] += 1
+
+    def send_end(
+        self, reason: str, counters: Mapping[str, int | float], message: str = "", *,
+        n_frames: int | None = None, should_stop: StopCheck | None = None, timeout_s: float | None = None,
+    ) -> None:
+        """Close the current run.
+
+        ``n_frames`` is the number of frames the run accounts for (sent or
+        dropped); by default the last sent seq + 1.
+        """
+        run_uid = self._require_run()
+        n = self.last_seq + 1 if n_frames is None else n_frames
+        end = EndMessage(run_uid, n, reason, message, dict(counters), self._clock())
+        self._send(wire.encode(end), should_stop, timeout_s)
+
+    def send_heartbeat(
+        self, counters: Mapping[str, int | float] | None = None, *,
+        should_stop: StopCheck | None = None, timeout_s: float | None = None,
+    ) -> None:
+        """Say "alive" with the last sent seq and the counters (this publisher's, updated by ``counters``)."""
+        run_uid = self._require_run()
+        merged = {**self.counters, **(counters or {})}
+        beat = HeartbeatMessage(run_uid, self.last_seq, self._clock(), merged)
+        self._send(wire.encode(beat), should_stop, timeout_s)
+        self.counters["heartbeats"] += 1
+
+    def _require_run(self) -> str:
+        if self.run_uid is None:
+            raise RuntimeError("no run is open; call send_start() first")
+        return self.run_uid
+
+    def _send(self, parts: list[Any], should_stop: StopCheck | None, timeout_s: float | None) -> None:
+        if self._closed:
+            raise RuntimeError("the publisher is closed")
+        stop = should_stop if should_stop is not None else self.should_stop
+        limit = timeout_s if timeout_s is not None else self._consumer_timeout_s
+        copies = [memoryview(part).nbytes < zmq.COPY_THRESHOLD for part in parts]  # zero-copy from 64 kB
+        started = time.monotonic()
+        blocked = False
+        try:
+            for i, part in enumerate(parts):
+                flags = zmq.SNDMORE if i < len(parts) - 1 else 0
+                while True:
+                    try:
+                        self._socket.send(part, flags, copy=copies[i])
+                        break
+                    except zmq.Again:
+                        blocked = True
+                        if i > 0:
+                            continue  # the rest of a started message is never held back by the HWM
+                        if stop is not None and stop():
+                            raise StreamStopped(f"stopped while waiting for a consumer at {self._endpoint}") from None
+                        if limit is not None and time.monotonic() - started >= limit:
+                            raise ConsumerTimeout(self._timeout_text(limit)) from None
+        finally:
+            if blocked:
+                self.counters["blocked_s"] += time.monotonic() - started
+        self.counters["messages_sent"] += 1
+        if self._monitor is not None:  # PUB never blocks: a viewer at its HWM just misses the message
+            self._monitor.send_multipart(parts, zmq.NOBLOCK, copy=False)  # pyzmq copies parts < 64 kB
+
+    def _timeout_text(self, limit: float) -> str:
+        where, flag = self._endpoint, "--connect" if self._bind else "--bind"
+        bound = "" if self._bind else " bound"
+        return (f"no consumer took a message for {limit:g} s; start the analyzer{bound} at {where} "
+                f"(plstream analyze {flag} {where})")
+
+    # ------------------------------------------------------------------ lifetime
+    def close(self) -> None:
+        """Close the sockets; queued data messages get ``linger_ms`` to leave. Safe to call twice."""
+        self._closed = True
+        if getattr(self, "_socket", None) is not None:
+            self._socket.close()
+        if self._monitor is not None:
+            self._monitor.close()
+
+    def __enter__(self) -> FramePublisher:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class _SourceReader(threading.Thread):
+    """Iterates a source into a queue: blocking puts (lossless) or drop-and-count (live)."""
+
+    def __init__(self, source: FrameSource, queue_frames: int | None) -> None:
+        super().__init__(name="plstream-source-reader", daemon=True)
+        self._source = source
+        self.lossless = queue_frames is None
+        self.frames: queue.Queue[Frame] = queue.Queue(maxsize=1 if queue_frames is None else queue_frames)
+        self.produced = self.dropped = 0
+        self.error: Exception | None = None
+        self.finished = threading.Event()
+        self._halt = threading.Event()
+        self._last_drop_log = -float("inf")
+
+    def run(self) -> None:
+        try:
+            for frame in self._source:
+                self.produced += 1
+                if self.lossless:
+                    while not self._halt.is_set():
+                        try:
+                            self.frames.put(frame, timeout=0.05)
+                            break
+                        except queue.Full:
+                            continue
+                else:
+                    try:
+                        self.frames.put_nowait(frame)
+                    except queue.Full:
+                        self._drop(frame)
+                if self._halt.is_set():
+                    return
+        except Exception as exc:  # noqa: BLE001 - handed to the publishing thread, which ends the run and re-raises
+            self.error = exc
+        finally:
+            self.finished.set()
+
+    def _drop(self, frame: Frame) -> None:
+        self.dropped += 1
+        now = time.monotonic()
+        if now - self._last_drop_log >= _DROP_LOG_INTERVAL_S:
+            self._last_drop_log = now
+            logger.warning(
+                "the live queue (%d frames) is full: dropped frame %d (%d dropped so far); the consumer is slower "
+                "than the source", self.frames.maxsize, frame.seq, self.dropped,
+            )
+
+    def halt(self) -> None:
+        self._halt.set()
+        if self.is_alive():
+            self.join(_READER_JOIN_S)
+            if self.is_alive():
+                logger.warning("the frame source did not return within %.0f s of the stop", _READER_JOIN_S)
+
+
+def _never() -> bool:
+    return False
+
+
+def publish(
+    source: FrameSource, publisher: FramePublisher, *, stop_event: Any = None, heartbeat_interval_s: float = 1.0,
+    queue_frames: int | None = None, progress: Callable[[dict[str, int | float]], None] | None = None,
+) -> dict[str, int | float]:
+    """Stream every frame of ``source`` as one run: ``start``, frames, heartbeats, ``end``.
+
+    Parameters
+    ----------
+    source : FrameSource
+        Iterated in a helper thread; the caller closes it.
+    publisher : FramePublisher
+    stop_event : threading.Event or multiprocessing.Event, optional
+        Set it to stop; the run then ends with reason ``"stopped"``. Without
+        it, the publisher's ``should_stop`` is used.
+    heartbeat_interval_s : float
+        A heartbeat is sent when no frame was sent for this long, s.
+    queue_frames : int, optional
+        ``None``: lossless — frames are taken from the source only as fast as
+        the consumer takes them, at most two ahead (file replay). ``N``: live —
+        frames go into a queue of ``N``; a frame that finds it full is dropped
+        and counted (``dropped_queue_full``); downstream sees the seq gap.
+    progress : callable, optional
+        Called with a copy of the counters after every frame and heartbeat.
+
+    Returns
+    -------
+    dict
+        ``frames_produced``, ``frames_sent``, ``dropped_queue_full``,
+        ``discarded_on_stop`` (taken from the source but not sent when a stop
+        came), ``heartbeats`` and ``blocked_s`` (time sends waited for the
+        consumer, s). The end message carries the same counters.
+
+    Raises
+    ------
+    InputError, Exception
+        Whatever the source raised mid-stream, after an ``end`` with reason
+        ``"error"`` and its message was sent.
+    ConsumerTimeout
+        When the publisher's ``consumer_timeout_s`` ran out (no end is sent).
+    """
+    if heartbeat_interval_s <= 0:
+        raise ValueError(f"heartbeat_interval_s must be > 0, got {heartbeat_interval_s}")
+    if queue_frames is not None and queue_frames < 1:
+        raise ValueError(f"queue_frames must be >= 1 (or None for lossless), got {queue_frames}")
+    should_stop: StopCheck = stop_event.is_set if stop_event is not None else (publisher.should_stop or _never)
+    reader = _SourceReader(source, queue_frames)
+    sent = beats = 0
+    blocked_before = float(publisher.counters["blocked_s"])
+
+    def snapshot() -> dict[str, int | float]:
+        blocked_s = round(float(publisher.counters["blocked_s"]) - blocked_before, 6)
+        return {"frames_produced": reader.produced, "frames_sent": sent, "dropped_queue_full": reader.dropped,
+                "heartbeats": beats, "blocked_s": blocked_s}
+
+    reason = "complete"
+    failure: Exception | None = None
+    description = source.describe()
+    try:
+        publisher.send_start(description, should_stop=should_stop)
+        reader.start()
+        last_sent = time.monotonic()
+        while True:
+            if should_stop():
+                reason = "stopped"
+                break
+            wait = min(0.1, max(0.0, last_sent + heartbeat_interval_s - time.monotonic()))
+            try:
+                frame = reader.frames.get(timeout=wait)
+            except queue.Empty:
+                if reader.finished.is_set() and reader.frames.empty():
+                    failure = reader.error
+                    break
+                if time.monotonic() - last_sent >= heartbeat_interval_s:
+                    publisher.send_heartbeat(snapshot(), should_stop=should_stop)
+                    beats += 1
+                    last_sent = time.monotonic()
+                    if progress is not None:
+                        progress(snapshot())
+                continue
+            publisher.send_frame(frame, should_stop=should_stop)
+            sent += 1
+            last_sent = time.monotonic()
+            if progress is not None:
+                progress(snapshot())
+    except StreamStopped:
+        reason = "stopped"
+    except wire.ProtocolError as exc:  # the source produced a frame that cannot be sent
+        failure = exc
+    finally:
+        reader.halt()
+    counters = snapshot()
+    n_frames = counters["frames_sent"] + counters["dropped_queue_full"]
+    counters["discarded_on_stop"] = counters["frames_produced"] - n_frames
+    if failure is not None:
+        reason, message = "error", f"the frame source failed: {failure}"
+        logger.error("%s; ending the run", message)
+        _send_end_quietly(publisher, reason, counters, message, n_frames, should_stop, _ERROR_END_TIMEOUT_S)
+        raise failure
+    if reason == "stopped":
+        _send_end_quietly(publisher, reason, counters, "", n_frames, None, _STOPPED_END_TIMEOUT_S)
+    else:
+        try:
+            publisher.send_end(reason, counters, n_frames=n_frames, should_stop=should_stop)
+        except StreamStopped:  # every frame went out; a stop came while the end waited for the consumer
+            _send_end_quietly(publisher, reason, counters, "", n_frames, None, _STOPPED_END_TIMEOUT_S)
+    return counters
+
+
+def _send_end_quietly(publisher: FramePublisher, reason: str, counters: dict[str, int | float], message: str,
+                      n_frames: int, should_stop: StopCheck | None, timeout_s: float) -> None:
+    """Try to deliver the end of a run that did not complete; a missing consumer is logged, not raised."""
+    try:
+        publisher.send_end(
+            reason, counters, message, n_frames=n_frames, should_stop=should_stop or _never, timeout_s=timeout_s
+        )
+    except (StreamStopped, ConsumerTimeout):
+        logger.warning("the end message (%s) could not be delivered: no consumer took it", reason)
