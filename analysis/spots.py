@@ -61,6 +61,10 @@ class SpotCatalog:
         self.count += k
         return ids
 
+    def shift(self, delta_xy: np.ndarray) -> None:
+        """Move every reference position by ``delta_xy`` (a change of the reference offset)."""
+        self._xy[: self.count] += np.asarray(delta_xy, dtype=np.float64)
+
     def refine(self, measured_xy: np.ndarray, variance: np.ndarray, use: np.ndarray) -> None:
         """Fold drift-corrected positions into the reference positions.
 

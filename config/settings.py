@@ -61,6 +61,7 @@ class PsfSettings:
 @dataclass(frozen=True)
 class DetectionSettings:
     threshold_sigma: float = 5.0
+    late_threshold_sigma: float = 6.0
     every_frames: int = 10
     match_radius_px: float = 2.0
     border_px: int = 3

@@ -1,0 +1,310 @@
+"""Spot detection on a time-averaged photon image with a noise-model threshold.
+
+Steps (all images in photons/px/frame, x = column, y = row):
+
+1. **Background map.** The image is cut into ~16 x 16 px tiles. A rough map
+   interpolates the tile medians (of every third row and column); then each
+   tile's residual from it is a sigma-clipped mean (pixels more than 3 noise
+   SDs from the centre dropped, twice), so spots do not raise it, gradients
+   inside a tile are not clipped, and integer-valued single frames do not
+   bias it. Tile levels are interpolated with Catmull-Rom cubics (linear
+   extrapolation past the outer tile centres), which reproduces gradients and
+   gentle curvature of the illumination.
+2. **Matched filter.** ``F = (mean - bg) ⋆ k'`` where ``k`` is the
+   pixel-integrated Gaussian (sigma = PSF, taps to ceil(3 sigma)) inside a
+   (2B+1)^2 box, ``B = max(ceil(5 sigma), ceil(3 sigma) + 1)``, and
+   ``k' = k - mean(k)`` its zero-mean version (mean over the part of the box
+   inside the image). The zero mean makes F blind to any residual constant or
+   linear background; it costs ~5 % of the ideal matched-filter SNR at
+   sigma 1.3 px. Computed as a separable Gaussian correlation plus a
+   running-sum box, both zero-padded.
+3. **Significance.** Under H0 (no spot) a pixel of the mean image has
+   variance ``(bg + read_variance) / n`` (n = frames that pixel saw; the
+   per-frame variance is floored at 1/n). ``z = F / sqrt(sum_j k'_j^2 var_j)``,
+   exact for a per-pixel ``n`` map. A pixel is a candidate when z is the
+   maximum of its (2 min_sep + 1)^2 window and exceeds
+   ``threshold + gamma/6 (threshold^2 - 1)``, where gamma is the Poisson
+   skewness of F (Cornish-Fisher): the false-alarm rate is then that of a
+   Gaussian ``threshold_sigma`` tail even at low counts.
+4. **Refinement.** Sub-pixel position by an iterated Gaussian-weighted
+   centroid of ``mean - bg`` (unbiased for a Gaussian spot; ~0.045 px rms per axis
+   at 2000 photons), photons by a least-squares fit of PSF amplitude plus a
+   local constant at that position (immune to background-map errors).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import erf
+from scipy.spatial import cKDTree
+
+from plstream.analysis import _detect_kernels as _k
+
+__all__ = ["Detections", "detect_spots"]
+
+logger = logging.getLogger(__name__)
+
+FloatArray = np.ndarray  # (K,) or (K, 2) float64
+_TILE_PX = 16
+_CLIP_SIGMA = 3.0
+_UNSEEN_WEIGHT = 1e6  # 1/n for pixels no frame covered: their noise swamps any spot
+_REFINE_ITERATIONS = 10
+
+
+@dataclass(frozen=True)
+class Detections:
+    """Spots found in a mean image, most significant first.
+
+    Attributes
+    ----------
+    xy : (K, 2) float64
+        Sub-pixel positions (x = column, y = row), px.
+    significance : (K,) float64
+        Matched-filter signal-to-noise z of each spot under the noise model.
+    photons : (K,) float64
+        Estimated photons per frame of each spot (least-squares PSF amplitude
+        with a local constant background; total photons of the PSF).
+    """
+
+    xy: FloatArray
+    significance: FloatArray
+    photons: FloatArray
+
+    def __len__(self) -> int:
+        return int(self.xy.shape[0])
+
+    @classmethod
+    def empty(cls) -> Detections:
+        """No spots."""
+        return cls(np.zeros((0, 2)), np.zeros(0), np.zeros(0))
+
+
+def _gaussian_taps(sigma: float, half: int) -> np.ndarray:
+    """Pixel-integrated 1-D Gaussian at offset 0, taps -half..half (sums to ~1)."""
+    u = np.arange(-half, half + 1, dtype=np.float64)
+    s = math.sqrt(2.0) * sigma
+    return 0.5 * (erf((u + 0.5) / s) - erf((u - 0.5) / s))
+
+
+def _valid_sums(size: int, taps: np.ndarray, box_half: int) -> np.ndarray:
+    """Per index: mean Gaussian tap over the in-image box, sum of squared taps, box length."""
+    half = taps.size // 2
+    offsets = np.arange(-box_half, box_half + 1)
+    padded = np.zeros(offsets.size)
+    padded[box_half - half : box_half + half + 1] = taps
+    idx = np.arange(size)[:, None] + offsets[None, :]
+    inside = (idx >= 0) & (idx < size)
+    length = inside.sum(1).astype(np.float64)
+    return np.stack([(inside * padded).sum(1) / length, (inside * padded**2).sum(1), length])
+
+
+def _background_map(image: np.ndarray, n_map: np.ndarray, read_variance: float) -> np.ndarray:
+    """Smooth background, photons/px/frame (module notes, step 1)."""
+    height, width = image.shape
+    ny, nx = max(1, round(height / _TILE_PX)), max(1, round(width / _TILE_PX))
+    row_edges = (np.arange(ny + 1) * height) // ny
+    col_edges = (np.arange(nx + 1) * width) // nx
+    tiles = np.empty((ny, nx))
+    buf = np.empty(int(np.diff(row_edges).max() * np.diff(col_edges).max()))
+    _k.tile_medians(image, n_map, row_edges, col_edges, 3, tiles, buf)
+    bad = ~np.isfinite(tiles)
+    if bad.all():
+        return np.zeros_like(image)
+    tiles[bad] = np.median(tiles[~bad])
+    rough = _interpolate_tiles(tiles, height, width)
+    _k.tile_clipped_means(image, rough, n_map, float(read_variance), row_edges, col_edges, _CLIP_SIGMA, tiles)
+    return rough + _interpolate_tiles(tiles, height, width)
+
+
+def _interpolate_tiles(tiles: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Catmull-Rom interpolation of tile levels (at tile centres) onto the image grid."""
+    ny, nx = tiles.shape
+    grid = tiles
+    for axis in (0, 1):  # two cells of quadratic (or linear, constant) extrapolation on each side
+        n = grid.shape[axis]
+        order = min(n, 3)
+        lo = [np.take(grid, [i], axis) for i in range(order)]
+        hi = [np.take(grid, [n - 1 - i], axis) for i in range(order)]
+        grid = np.concatenate([*_extrapolate(lo)[::-1], grid, *_extrapolate(hi)], axis)
+    ri, rw = _cubic_taps(height, ny)
+    ci, cw = _cubic_taps(width, nx)
+    out = np.empty((height, width), dtype=np.float32)
+    _k.cubic_upsample(grid, ri, rw, ci, cw, np.empty((height, grid.shape[1])), out)
+    return out
+
+
+def _extrapolate(edge: list[np.ndarray]) -> list[np.ndarray]:
+    """Values one and two cells beyond ``edge[0]`` (``edge[i]`` = i cells inside), by a polynomial."""
+    if len(edge) == 1:
+        return [edge[0], edge[0]]
+    if len(edge) == 2:
+        step = edge[0] - edge[1]
+        return [edge[0] + step, edge[0] + 2 * step]
+    a, b, c = edge
+    return [3 * a - 3 * b + c, 6 * a - 8 * b + 3 * c]
+
+
+def _cubic_taps(size: int, n_tiles: int) -> tuple[np.ndarray, np.ndarray]:
+    """First padded-grid index and Catmull-Rom weights for each image row (or column)."""
+    u = (np.arange(size) + 0.5) * n_tiles / size - 0.5  # position in tile units
+    i = np.floor(u)
+    f = u - i
+    f2, f3 = f * f, f * f * f
+    w = 0.5 * np.stack([-f3 + 2 * f2 - f, 3 * f3 - 5 * f2 + 2, -3 * f3 + 4 * f2 + f, f3 - f2], axis=1)
+    return (i + 1).astype(np.int64), w  # tap a uses padded index i - 1 + a + 2
+
+
+def _filter_geometry(sigma: float) -> tuple[np.ndarray, int]:
+    """Gaussian taps (half-width ceil(3 sigma)) and the half-width of the zero-mean box."""
+    half = max(1, math.ceil(3.0 * sigma))
+    return _gaussian_taps(sigma, half), max(half + 1, math.ceil(5.0 * sigma))
+
+
+def _significance(
+    data: np.ndarray,
+    background: np.ndarray,
+    n_map: np.ndarray,
+    uniform_n: float | None,
+    sigma: float,
+    read_variance: float,
+    threshold: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """z map of background-subtracted ``data`` and its skewness-corrected twin (module notes)."""
+    height, width = data.shape
+    g, box_half = _filter_geometry(sigma)
+    g32 = g.astype(np.float32)
+    work = [np.empty((height, width), dtype=np.float32) for _ in range(4)]
+    f_gauss, f_box, row_gauss, row_box = work
+    _k.correlate_gauss_box(data, g32, box_half, f_gauss, f_box, row_gauss, row_box)
+    sums = np.zeros((6, max(height, width)))
+    sums[:3, :height] = _valid_sums(height, g, box_half)
+    sums[3:, :width] = _valid_sums(width, g, box_half)
+    if uniform_n is not None:
+        q_map = np.zeros((0, 0))
+    else:
+        # float64: pixels never observed carry a huge weight, and q is a difference of sums
+        w = np.where(n_map > 0, 1.0 / np.maximum(n_map, 1e-30), _UNSEEN_WEIGHT)
+        c_g, c_box, c_g2, c_work, r_work = (np.empty((height, width)) for _ in range(5))
+        _k.correlate_gauss_box(w, g, box_half, c_g, c_box, c_work, r_work)
+        _k.correlate_gauss_box(w, g**2, box_half, c_g2, c_work, r_work, c_work.copy())
+        mu = np.multiply.outer(sums[0, :height], sums[3, :width])
+        q_map = c_g2 - 2.0 * mu * c_g + mu**2 * c_box
+    padded = np.zeros(2 * box_half + 1)
+    padded[box_half - g.size // 2 : box_half + g.size // 2 + 1] = g
+    k2d = np.multiply.outer(padded, padded)
+    sum_k3 = float(((k2d - k2d.mean()) ** 3).sum())
+    z, z_test = row_gauss, row_box  # reuse the work arrays
+    _k.significance(
+        f_gauss, f_box, sums, q_map, background, n_map, float(read_variance), sum_k3, float(threshold), z, z_test
+    )
+    return z, z_test
+
+
+def _check_inputs(mean_image: np.ndarray, n_frames: int | np.ndarray) -> tuple[np.ndarray, np.ndarray, float | None]:
+    image = np.asarray(mean_image)
+    if image.ndim != 2:
+        raise ValueError(f"mean_image must be a 2-D photon image, got shape {image.shape}")
+    image = np.ascontiguousarray(image, dtype=np.float32)
+    if np.ndim(n_frames) == 0:
+        n = float(n_frames)
+        if not n >= 1:
+            raise ValueError(f"n_frames must be >= 1 (frames averaged into mean_image), got {n_frames}")
+        return image, np.full(image.shape, n, dtype=np.float32), n
+    n_map = np.asarray(n_frames, dtype=np.float32)
+    if n_map.shape != image.shape:
+        raise ValueError(f"n_frames map has shape {n_map.shape}, mean_image has {image.shape}; they must match")
+    if not np.all(np.isfinite(n_map)) or np.any(n_map < 0):
+        raise ValueError("n_frames map must hold finite frame counts >= 0")
+    positive = n_map[n_map > 0]
+    if positive.size and positive.min() == positive.max() and positive.size == n_map.size:
+        return image, np.ascontiguousarray(n_map), float(positive[0])
+    return image, np.ascontiguousarray(n_map), None
+
+
+def detect_spots(
+    mean_image: np.ndarray,
+    n_frames: int | np.ndarray,
+    *,
+    psf_sigma_px: float,
+    read_variance: float = 0.0,
+    threshold_sigma: float = 5.0,
+    min_separation_px: int | None = None,
+    border_px: int = 1,
+    exclude_xy: np.ndarray | None = None,
+    exclude_radius_px: float | None = None,
+) -> Detections:
+    """Find spots significantly above the shot + read noise of a mean image.
+
+    Parameters
+    ----------
+    mean_image : (H, W) array
+        Time-averaged photon image, photons/px/frame.
+    n_frames : int or (H, W) array
+        Frames averaged into each pixel (a map for drift-shifted accumulation;
+        0 = never observed, such pixels cannot host a detection).
+    psf_sigma_px : float
+        Gaussian PSF standard deviation, px.
+    read_variance : float
+        Read-noise variance, photons² per pixel per frame.
+    threshold_sigma : float
+        Significance threshold in noise standard deviations (Gaussian-tail
+        equivalent); 5 gives < 0.05 false detections per 256² image.
+    min_separation_px : int, optional
+        Local-maximum window half-width, px; default ``max(2, ceil(2 sigma))``.
+    border_px : int
+        Candidates closer than this to the edge are dropped, px.
+    exclude_xy : (M, 2) array, optional
+        Already known spots (x, y); candidates within ``exclude_radius_px``
+        (default 2 sigma) of one are dropped.
+
+    Returns
+    -------
+    Detections
+        Sorted by significance, descending.
+    """
+    sigma = float(psf_sigma_px)
+    if not (math.isfinite(sigma) and sigma > 0):
+        raise ValueError(f"psf_sigma_px must be a positive number of pixels, got {psf_sigma_px}")
+    if read_variance < 0:
+        raise ValueError(f"read_variance must be >= 0 photons², got {read_variance}")
+    image, n_map, uniform_n = _check_inputs(mean_image, n_frames)
+    height, width = image.shape
+    sep = max(2, math.ceil(2.0 * sigma)) if min_separation_px is None else int(min_separation_px)
+    if sep < 1:
+        raise ValueError(f"min_separation_px must be >= 1, got {min_separation_px}")
+    if image.size == 0 or not np.any(n_map > 0):
+        return Detections.empty()
+    finite = np.isfinite(image)
+    if not finite.all():
+        image = np.where(finite, image, 0.0).astype(np.float32)
+        n_map = np.where(finite, n_map, 0.0).astype(np.float32)
+        uniform_n = None
+    background = _background_map(image, n_map, read_variance)
+    data = image - background
+    z, z_test = _significance(data, background, n_map, uniform_n, sigma, read_variance, threshold_sigma)
+    capacity = -(-height // (sep + 1)) * -(-width // (sep + 1))
+    rows = np.empty(capacity, dtype=np.int64)
+    cols = np.empty(capacity, dtype=np.int64)
+    count = _k.local_maxima(z, z_test, float(threshold_sigma), sep, int(max(border_px, 0)), rows, cols)
+    rows, cols = rows[:count], cols[:count]
+    half = max(1, math.ceil(3.0 * sigma))
+    xy = np.empty((count, 2))
+    _k.refine_centroids(data, rows, cols, sigma, half, _REFINE_ITERATIONS, xy)
+    significance = z[rows, cols].astype(np.float64)
+    if exclude_xy is not None and count:
+        known = np.asarray(exclude_xy, dtype=np.float64).reshape(-1, 2)
+        known = known[np.isfinite(known).all(axis=1)]
+        if known.shape[0]:
+            radius = 2.0 * sigma if exclude_radius_px is None else float(exclude_radius_px)
+            distance, _ = cKDTree(known).query(xy, k=1)
+            keep = distance > radius
+            xy, significance = xy[keep], significance[keep]
+    photons = np.empty(xy.shape[0])
+    _k.psf_photons(data, xy, sigma, half + 1, np.empty(2 * half + 3), photons)
+    order = np.argsort(-significance, kind="stable")
+    logger.debug("detected %d spots (threshold %.1f sigma)", order.size, threshold_sigma)
+    return Detections(xy[order], significance[order], photons[order])

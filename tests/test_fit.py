@@ -1,0 +1,319 @@
+"""Tests for plstream.analysis.fit: Poisson-MLE Gaussian fitting and its CRLB.
+
+The references are slow, obviously correct numpy/scipy twins defined here: a
+pixel-integrated Gaussian renderer, the Poisson (sCMOS) negative log-likelihood
+minimised by scipy, and a finite-difference Fisher matrix.
+"""
+
+import numpy as np
+import pytest
+from scipy.optimize import minimize
+from scipy.special import erf
+
+from plstream.analysis import _fit_kernels as kernels
+from plstream.analysis.fit import FitStatus, SpotFits, crlb_for, default_roi_size, fit_spots, fit_spots_into
+
+SQRT2 = np.sqrt(2.0)
+
+
+def pixel_gaussian(coords, mu, sigma):
+    """Integral of a unit 1-D Gaussian over the pixels centred at ``coords``."""
+    return 0.5 * (erf((coords - mu + 0.5) / (SQRT2 * sigma)) - erf((coords - mu - 0.5) / (SQRT2 * sigma)))
+
+
+def model_roi(theta, cols, rows):
+    x, y, photons, sigma, bg = theta
+    return photons * np.outer(pixel_gaussian(rows, y, sigma), pixel_gaussian(cols, x, sigma)) + bg
+
+
+def render(shape, params, background):
+    """Noiseless image (photons) of spots ``params`` = (S, 4) rows (x, y, N, sigma) on a flat background."""
+    image = np.full(shape, float(background))
+    for x, y, photons, sigma in params:
+        c0, r0 = int(round(x)) - 12, int(round(y)) - 12
+        cols = np.arange(max(c0, 0), min(c0 + 25, shape[1]))
+        rows = np.arange(max(r0, 0), min(r0 + 25, shape[0]))
+        image[np.ix_(rows, cols)] += model_roi((x, y, photons, sigma, 0.0), cols, rows)
+    return image
+
+
+def grid_spots(rng, n, *, photons=1000.0, sigma=1.3, pitch=20, margin=15):
+    """Spots on a grid with uniform +-0.5 px offsets; returns (image shape, (n, 4) params)."""
+    per_row = int(np.ceil(np.sqrt(n)))
+    idx = np.arange(n)
+    x = margin + pitch * (idx % per_row) + rng.uniform(-0.5, 0.5, n)
+    y = margin + pitch * (idx // per_row) + rng.uniform(-0.5, 0.5, n)
+    shape = (2 * margin + pitch * ((n - 1) // per_row), 2 * margin + pitch * (per_row - 1))
+    return shape, np.column_stack([x, y, np.full(n, photons), np.full(n, sigma)])
+
+
+def roi_origin(center, roi, shape):
+    c0 = min(max(int(np.floor(center[0] + 0.5)) - roi // 2, 0), shape[1] - roi)
+    r0 = min(max(int(np.floor(center[1] + 0.5)) - roi // 2, 0), shape[0] - roi)
+    return c0, r0
+
+
+def reference_mle(data, cols, rows, start, r2):
+    """scipy twin: minimise the sCMOS-Poisson negative log-likelihood (L-BFGS-B, numerical gradient)."""
+    d = np.maximum(data + r2, 0.0)
+    scale = np.array([1.0, 1.0, 1e3, 1.0, 10.0])  # search in O(1) units
+
+    def nll(u):
+        mu = model_roi(u * scale, cols, rows) + r2
+        return float(np.sum(mu - d * np.log(mu)))
+
+    bounds = [(None, None), (None, None), (1e-3, None), (0.2, None), (1e-3, None)]
+    result = minimize(nll, np.asarray(start) / scale, method="L-BFGS-B", jac="3-point", bounds=bounds,
+                      options={"ftol": 1e-15, "gtol": 1e-9, "maxiter": 2000})
+    return result.x * scale
+
+
+def fd_crlb(theta, cols, rows, r2):
+    """numpy twin: CRLB from a central-difference Jacobian of the model."""
+    theta = np.asarray(theta, dtype=float)
+    mu = model_roi(theta, cols, rows) + r2
+    jac = []
+    for i, h in enumerate(np.array([1e-5, 1e-5, 1e-5, 1e-6, 1e-5]) * np.maximum(np.abs(theta), 1.0)):
+        step = np.zeros(5)
+        step[i] = h
+        jac.append(((model_roi(theta + step, cols, rows) - model_roi(theta - step, cols, rows)) / (2 * h)).ravel())
+    jac = np.array(jac)
+    fisher = (jac / mu.ravel()) @ jac.T
+    return np.diag(np.linalg.inv(fisher))
+
+
+@pytest.fixture(scope="module")
+def noisy_frame():
+    rng = np.random.default_rng(20240611)
+    shape, spots = grid_spots(rng, 24, photons=800.0, sigma=1.2)
+    spots[:, 2] *= rng.uniform(0.5, 3.0, len(spots))
+    image = rng.poisson(render(shape, spots, 8.0)).astype(np.float32)
+    centers = spots[:, :2] + rng.uniform(-0.7, 0.7, (len(spots), 2))
+    return image, spots, centers
+
+
+@pytest.fixture(scope="module")
+def monte_carlo():
+    rng = np.random.default_rng(7)
+    shape, spots = grid_spots(rng, 2025, photons=1000.0, sigma=1.3)
+    image = rng.poisson(render(shape, spots, 10.0)).astype(np.float32)
+    fits = fit_spots(image, np.round(spots[:, :2]), sigma_init=1.3, roi_size=9)
+    return spots, fits
+
+
+@pytest.mark.parametrize("r2", [0.0, 4.0])
+def test_agrees_with_scipy_reference(r2):
+    rng = np.random.default_rng(11 + int(r2))
+    shape, spots = grid_spots(rng, 10, photons=600.0, sigma=1.25)
+    spots[:, 2] *= rng.uniform(0.5, 4.0, len(spots))
+    expected = render(shape, spots, 6.0)
+    image = rng.poisson(expected) + rng.normal(0.0, np.sqrt(r2), shape) if r2 else rng.poisson(expected)
+    fits = fit_spots(image.astype(np.float32), spots[:, :2] + 0.3, sigma_init=1.4, roi_size=9, read_variance=r2)
+    assert fits.success.all()
+    for i, (x, y) in enumerate(spots[:, :2] + 0.3):
+        c0, r0 = roi_origin((x, y), 9, shape)
+        cols, rows = np.arange(c0, c0 + 9), np.arange(r0, r0 + 9)
+        data = image.astype(np.float32)[r0 : r0 + 9, c0 : c0 + 9].astype(float)
+        ref = reference_mle(data, cols, rows, [*spots[i], 6.0], r2)
+        assert abs(fits.x[i] - ref[0]) < 2e-3 and abs(fits.y[i] - ref[1]) < 2e-3
+        assert abs(fits.photons[i] / ref[2] - 1.0) < 1e-3
+        assert abs(fits.sigma[i] - ref[3]) < 2e-3 and abs(fits.background[i] - ref[4]) < 1e-2
+
+
+def test_accumulate_matches_numpy_twin():
+    rng = np.random.default_rng(3)
+    roi, r2 = 7, 2.5
+    theta = np.array([3.3, 2.6, 900.0, 1.1, 7.0])
+    cols = rows = np.arange(roi)
+    data = np.maximum(rng.poisson(model_roi(theta, cols, rows)) + r2, 0.0)
+    axes, grad, fisher, observed = np.empty((11, roi)), np.empty(5), np.empty((5, 5)), np.empty((5, 5))
+    ll = kernels.accumulate(data, r2, theta, axes, grad, fisher, True, False, False)
+    kernels.accumulate(data, r2, theta, axes, np.empty(5), observed, False, True, True)
+
+    def loglik(t):
+        mu = model_roi(t, cols, rows) + r2
+        return np.sum(data * np.log(mu) - mu)
+
+    assert ll == pytest.approx(loglik(theta), rel=1e-12)
+    h = 1e-6 * np.maximum(np.abs(theta), 1.0)
+    fd_grad = [(loglik(theta + h[i] * np.eye(5)[i]) - loglik(theta - h[i] * np.eye(5)[i])) / (2 * h[i]) for i in range(5)]
+    np.testing.assert_allclose(grad, fd_grad, rtol=1e-5, atol=1e-6 * np.abs(fd_grad).max())
+    np.testing.assert_allclose(np.diag(np.linalg.inv(fisher)), fd_crlb(theta, cols, rows, r2), rtol=1e-6)
+    hessian = np.empty((5, 5))  # observed information = minus the Hessian, by differences of loglik
+    for i in range(5):
+        for j in range(5):
+            hi, hj = h[i] * np.eye(5)[i] * 10, h[j] * np.eye(5)[j] * 10
+            hessian[i, j] = -(loglik(theta + hi + hj) - loglik(theta + hi - hj) - loglik(theta - hi + hj)
+                              + loglik(theta - hi - hj)) / (4 * h[i] * h[j] * 100)
+    np.testing.assert_allclose(observed, hessian, rtol=1e-4, atol=1e-6 * np.abs(hessian).max())
+
+
+def test_crlb_matches_finite_difference_fisher(noisy_frame):
+    image, spots, centers = noisy_frame
+    fits = fit_spots(image, centers, sigma_init=1.2, roi_size=7, read_variance=1.5)
+    assert fits.success.all()
+    for i in range(len(fits)):
+        c0, r0 = roi_origin(centers[i], 7, image.shape)
+        expected = fd_crlb(fits.params[i], np.arange(c0, c0 + 7), np.arange(r0, r0 + 7), 1.5)
+        np.testing.assert_allclose(fits.crlb[i], expected, rtol=1e-4)
+    truth = np.column_stack([spots, np.full(len(spots), 8.0)])
+    bound = crlb_for(truth, 9, read_variance=1.5)
+    for i, theta in enumerate(truth):
+        c0, r0 = int(np.floor(theta[0] + 0.5)) - 4, int(np.floor(theta[1] + 0.5)) - 4
+        expected = fd_crlb(theta, np.arange(c0, c0 + 9), np.arange(r0, r0 + 9), 1.5)
+        np.testing.assert_allclose(bound[i], expected, rtol=1e-4)
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_monte_carlo_efficiency_and_calibration(monte_carlo, axis):
+    spots, fits = monte_carlo
+    assert fits.success.mean() > 0.995
+    ok = fits.success
+    error = (fits.x if axis == 0 else fits.y)[ok] - spots[ok, axis]
+    variance = fits.crlb[ok, axis]
+    assert abs(error.mean()) < 0.02
+    assert 0.95 <= error.std() / np.sqrt(variance.mean()) <= 1.10
+    assert abs(np.std(error / np.sqrt(variance)) - 1.0) < 0.07
+    truth = np.column_stack([spots[ok], np.full(ok.sum(), 10.0)])
+    assert np.median(variance) == pytest.approx(np.median(crlb_for(truth, 9)[:, axis]), rel=0.1)
+    assert 0.95 <= error.std() / np.sqrt(np.median(fits.uncertainty[ok] ** 2)) <= 1.10
+
+
+@pytest.mark.parametrize("r2", [0.0, 3.0])
+def test_noiseless_recovery(r2):
+    rng = np.random.default_rng(5)
+    shape, spots = grid_spots(rng, 12, sigma=1.0)
+    spots[:, 2] = rng.uniform(100.0, 5000.0, len(spots))
+    spots[:, 3] = rng.uniform(0.8, 1.6, len(spots))
+    image = render(shape, spots, 4.0)
+    fits = fit_spots(image, np.round(spots[:, :2]) + 0.4, sigma_init=1.2, roi_size=9, read_variance=r2)
+    assert fits.success.all()
+    np.testing.assert_allclose(fits.x, spots[:, 0], atol=1e-3)
+    np.testing.assert_allclose(fits.y, spots[:, 1], atol=1e-3)
+    np.testing.assert_allclose(fits.photons, spots[:, 2], rtol=1e-3)
+    np.testing.assert_allclose(fits.sigma, spots[:, 3], atol=1e-3)
+    np.testing.assert_allclose(fits.background, 4.0, atol=1e-2)
+
+
+def test_integer_shift_invariance(noisy_frame):
+    image, _, centers = noisy_frame
+    big = np.pad(image, 10, mode="reflect")
+    shifted = big[3 : 3 + image.shape[0], 7 : 7 + image.shape[1]]  # content moves by (+7, +3) in (x, y)
+    a = fit_spots(big[10:-10, 10:-10], centers, sigma_init=1.2, roi_size=7)
+    b = fit_spots(shifted, centers + [3.0, 7.0], sigma_init=1.2, roi_size=7)
+    np.testing.assert_array_equal(a.status, b.status)
+    np.testing.assert_allclose(b.x - a.x, 3.0, atol=1e-6)
+    np.testing.assert_allclose(b.y - a.y, 7.0, atol=1e-6)
+    np.testing.assert_allclose(b.photons, a.photons, rtol=1e-9)
+
+
+def test_spots_near_edges_fit_inside_shifted_roi():
+    rng = np.random.default_rng(9)
+    spots = np.array([[0.6, 20.3, 3000, 1.3], [40.2, 0.4, 3000, 1.3], [48.3, 30.7, 3000, 1.3],
+                      [25.0, 48.6, 3000, 1.3], [1.2, 1.1, 3000, 1.3], [47.8, 48.1, 3000, 1.3]])
+    image = rng.poisson(render((49, 49), spots, 10.0)).astype(np.float32)
+    fits = fit_spots(image, spots[:, :2] + 0.2, sigma_init=1.3, roi_size=9)
+    assert fits.success.all()
+    z = np.concatenate([(fits.x - spots[:, 0]) / np.sqrt(fits.crlb[:, 0]),
+                        (fits.y - spots[:, 1]) / np.sqrt(fits.crlb[:, 1])])
+    assert np.all(np.abs(z) < 4.0)
+    assert np.all(fits.uncertainty < 0.1)
+
+
+def test_failures_are_reported_not_raised():
+    rng = np.random.default_rng(2)
+    image = rng.poisson(10.0, (40, 40)).astype(np.float32)
+    image += render((40, 40), [[30.2, 30.4, 2000.0, 1.2]], 0.0).astype(np.float32)
+    image[5, 6] = np.nan
+    image[20, 21] = np.inf
+    centers = np.array([[6.0, 5.0], [22.0, 19.0], [10.0, 30.0], [30.0, 30.0], [np.nan, 3.0], [45.0, 3.0]])
+    fits = fit_spots(image, centers, sigma_init=1.2, roi_size=7)
+    assert fits.status.tolist()[:2] == [FitStatus.NOT_FINITE] * 2
+    assert fits.status[4] == FitStatus.NOT_FINITE and fits.status[5] == FitStatus.ROI_OUTSIDE_IMAGE
+    assert not fits.success[2] or fits.photons_snr[2] < 5.0  # pure background
+    assert fits.success[3] and fits.photons_snr[3] > 20.0
+    assert np.isnan(fits.x[[0, 1, 4, 5]]).all()
+    small = fit_spots(image[:6, :6], np.array([[3.0, 3.0]]), sigma_init=1.2, roi_size=7)
+    assert small.status[0] == FitStatus.ROI_OUTSIDE_IMAGE
+
+
+def test_pure_background_rois_are_not_confident():
+    rng = np.random.default_rng(4)
+    image = rng.poisson(10.0, (200, 200)).astype(np.float32)
+    centers = rng.uniform(10, 190, (200, 2))
+    fits = fit_spots(image, centers, sigma_init=1.3, roi_size=9)
+    assert np.all(~fits.success | (fits.photons_snr < 5.0))
+
+
+def test_parallel_equals_serial(noisy_frame):
+    image, _, centers = noisy_frame
+    many = np.concatenate([centers] * 5 + [[[np.nan, 1.0], [2.0, 2.0]]])
+    serial = fit_spots(image, many, sigma_init=1.2, read_variance=2.0, parallel=False)
+    parallel = fit_spots(image, many, sigma_init=1.2, read_variance=2.0, parallel=True)
+    for name in SpotFits.__dataclass_fields__:
+        np.testing.assert_array_equal(getattr(parallel, name), getattr(serial, name))
+
+
+def test_warm_start_same_answer_fewer_iterations():
+    rng = np.random.default_rng(12)
+    shape, spots = grid_spots(rng, 100, photons=1500.0, sigma=1.3)
+    frames = [rng.poisson(render(shape, spots, 10.0)).astype(np.float32) for _ in range(2)]
+    centers = np.round(spots[:, :2])
+    first = fit_spots(frames[0], centers, sigma_init=1.3)
+    cold = fit_spots(frames[1], centers, sigma_init=1.3)
+    warm = fit_spots(frames[1], centers, sigma_init=1.3, initial=first.params)
+    again = fit_spots(frames[1], centers, sigma_init=1.3, initial=cold.params)
+    assert cold.success.all() and warm.success.all() and again.success.all()
+    for result in (warm, again):
+        np.testing.assert_allclose(result.x, cold.x, atol=1e-3)
+        np.testing.assert_allclose(result.y, cold.y, atol=1e-3)
+        np.testing.assert_allclose(result.photons, cold.photons, rtol=1e-3)
+    assert warm.iterations.mean() < cold.iterations.mean()
+    assert np.all(again.iterations <= 2)
+    partial = first.params.copy()
+    partial[::2] = np.nan
+    partial[1::2, 3] = np.nan
+    mixed = fit_spots(frames[1], centers, sigma_init=1.3, initial=partial)
+    np.testing.assert_allclose(mixed.x, cold.x, atol=1e-3)
+
+
+def test_into_buffers_and_empty_input(noisy_frame):
+    image, _, centers = noisy_frame
+    n = len(centers)
+    out = (np.empty((n, 5)), np.empty((n, 5)), np.empty(n), np.empty(n, np.int32), np.empty(n, np.int8))
+    fit_spots_into(image, centers, *out, sigma_init=1.2)
+    fits = fit_spots(image, centers, sigma_init=1.2)
+    np.testing.assert_array_equal(out[0], fits.params)
+    np.testing.assert_array_equal(out[4], fits.status)
+    empty = fit_spots(image, np.empty((0, 2)), sigma_init=1.2, parallel=True)
+    assert len(empty) == 0 and empty.crlb.shape == (0, 5) and empty.success.shape == (0,)
+    assert fit_spots(image.astype(np.uint16), centers[:2], sigma_init=1.2).success.all()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"roi_size": 8}, "Round up to 9"),
+        ({"roi_size": 17}, "odd integer from 5 to 15"),
+        ({"sigma_init": 0.0}, "sigma_init"),
+        ({"read_variance": -1.0}, "read_variance"),
+        ({"max_iterations": 0}, "max_iterations"),
+        ({"initial": np.zeros((3, 5))}, "initial must have shape"),
+        ({"centers_xy": np.zeros((2, 3))}, "centers_xy"),
+        ({"image": np.zeros((2, 8, 8))}, "2-D"),
+    ],
+)
+def test_invalid_input_says_what_to_do(kwargs, message):
+    args = {"image": np.zeros((16, 16), np.float32), "centers_xy": np.full((2, 2), 8.0), "sigma_init": 1.0}
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=message):
+        fit_spots(args.pop("image"), args.pop("centers_xy"), **args)
+    with pytest.raises(ValueError, match="status_out must be a int8"):
+        fit_spots_into(np.zeros((9, 9)), np.zeros((1, 2)), np.empty((1, 5)), np.empty((1, 5)), np.empty(1),
+                       np.empty(1, np.int32), np.empty(1, np.int64), sigma_init=1.0)
+    with pytest.raises(TypeError, match="real numbers"):
+        fit_spots(np.zeros((9, 9), complex), np.zeros((1, 2)), sigma_init=1.0)
+
+
+def test_default_roi_size():
+    assert [default_roi_size(s) for s in (0.5, 1.0, 1.3, 2.0, 4.0)] == [5, 7, 9, 13, 15]
