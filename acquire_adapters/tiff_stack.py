@@ -2,10 +2,12 @@
 
 Two ways of reading, chosen when the file is opened:
 
-- **memory-mapped**: when the first image series is one uncompressed,
+- **contiguous**: when the first image series is one uncompressed,
   contiguous block that covers every page (what :func:`write_movie`, ImageJ
-  and most cameras write), frames are copied out of a read-only
-  :class:`numpy.memmap` — a 4 GB stack costs one frame of memory;
+  and most cameras write), each frame is read with one positional read
+  (``os.pread``) into a new array. Nothing stays mapped into the process, so a
+  4 GB stack costs one frame of memory, also as the OS counts it (a memory map
+  would count every page read as resident);
 - **page by page** otherwise (compressed or scattered pages): each page is
   decoded when its frame is asked for.
 
@@ -14,7 +16,7 @@ returns partial data instead of raising, so its logger is watched (WARNING and
 above) while the file is opened and while each page is read, and anything it
 reports becomes a :class:`~plstream.acquire_adapters.base.CorruptInputError`
 naming the path, the page and expected versus found. At open, the whole IFD
-chain is walked (a break means truncation), and a memory-mapped series must
+chain is walked (a break means truncation), and a contiguous series must
 fit in the file's size. Errors found at open: not a TIFF, empty, damaged IFD
 chain, too short for its frames, unsupported layout, frame larger than
 ``max_frame_bytes`` (all before any pixel is decoded). Errors found while
@@ -91,7 +93,8 @@ class TiffStackSource:
         self._path = Path(path)
         self._name = str(path)
         self._closed = False
-        self._memmap: np.memmap | None = None
+        self._contiguous: tuple[int, int, np.dtype, tuple[int, ...]] | None = None  # offset, bytes, dtype, shape
+        self._fd: int | None = None
         self._pages: Any = None
         self._tif = open_tiff(self._path)
         try:
@@ -131,12 +134,12 @@ class TiffStackSource:
                 raise InputError(self._name, f"axes {first.axes!r} are not a stack of 2-D images")
             offset = first.dataoffset
             if offset is not None:
-                self._open_memmap(first, offset, max_frame_bytes)
+                self._open_contiguous(first, offset, max_frame_bytes)
             else:
                 self._open_pages(first, declared, max_frame_bytes)
         self._frame_rate_hz, self._camera = self._metadata()
 
-    def _open_memmap(self, series: Any, offset: int, max_frame_bytes: int) -> None:
+    def _open_contiguous(self, series: Any, offset: int, max_frame_bytes: int) -> None:
         lead, frame_shape, self._sample_axis = frame_layout(series.axes, series.shape)
         dtype = np.dtype(series.dtype)
         check_layout(self._name, dtype, frame_shape, self._sample_axis, max_frame_bytes)
@@ -150,8 +153,8 @@ class TiffStackSource:
                 f"is truncated: {n_frames} frames of {frame_bytes} bytes from offset {offset} need "
                 f"{offset + n_frames * frame_bytes} bytes, the file has {size} (only {complete} complete frames)",
             )
-        self._memmap = np.memmap(self._path, dtype=dtype.newbyteorder(self._tif.byteorder), mode="r",
-                                 offset=offset, shape=(n_frames, *frame_shape))
+        self._fd = os.open(self._path, os.O_RDONLY)
+        self._contiguous = (offset, frame_bytes, dtype.newbyteorder(self._tif.byteorder), tuple(frame_shape))
         self._finish_layout(n_frames, frame_shape, dtype)
 
     def _open_pages(self, pages: Any, declared: int, max_frame_bytes: int) -> None:
@@ -207,9 +210,9 @@ class TiffStackSource:
         return (float(rate) if rate is not None else None), camera
 
     @property
-    def memory_mapped(self) -> bool:
-        """True when frames are copied from a memory map (False: decoded page by page)."""
-        return self._memmap is not None
+    def contiguous(self) -> bool:
+        """True when frames are read directly from one contiguous block (False: decoded page by page)."""
+        return self._contiguous is not None
 
     @property
     def n_frames(self) -> int:
@@ -236,11 +239,21 @@ class TiffStackSource:
             raise ValueError(f"{self._name}: the source is closed; open it again")
         if not 0 <= index < self._n_frames:
             raise IndexError(f"frame {index} is outside {self._name} (0..{self._n_frames - 1})")
-        if self._memmap is not None:
-            stored = np.array(self._memmap[index], dtype=self._dtype, order="C")
+        if self._contiguous is not None:
+            stored = self._read_contiguous(index)
         else:
             stored = self._read_page(index)
         return check_frame(self._name, to_grey(stored, self._sample_axis), index)
+
+    def _read_contiguous(self, index: int) -> np.ndarray:
+        assert self._contiguous is not None and self._fd is not None
+        offset, frame_bytes, stored_dtype, frame_shape = self._contiguous
+        data = os.pread(self._fd, frame_bytes, offset + index * frame_bytes)
+        if len(data) != frame_bytes:
+            raise CorruptInputError(
+                self._name, f"frame {index} is cut short: {len(data)} of {frame_bytes} bytes could be read"
+            )
+        return np.frombuffer(data, dtype=stored_dtype).reshape(frame_shape).astype(self._dtype, order="C")
 
     def _read_page(self, index: int) -> np.ndarray:
         with tifffile_problems() as problems:
@@ -272,9 +285,11 @@ class TiffStackSource:
             yield Frame(seq=seq, timestamp=timestamp, data=data, metadata={})
 
     def close(self) -> None:
-        """Release the file and its memory map; safe to call twice."""
+        """Release the file; safe to call twice."""
         self._closed = True
-        self._memmap = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
         self._tif.close()
 
     def __enter__(self) -> "TiffStackSource":

@@ -91,6 +91,7 @@ class AnalysisSession:
         self._pending: list[FrameMessage] = []
         self._expected_seq: int | None = None
         self._gaps_pending: list[tuple[int, int]] = []  # gaps seen before the writer exists
+        self._source_counters: dict[str, Any] = {}
         self._last_spot_table = 0.0
         self._closed = False
 
@@ -164,6 +165,7 @@ class AnalysisSession:
         self.status.end_reason = message.reason
         self.status.end_message = message.message
         self.status.source_frames = message.n_frames
+        self._source_counters = dict(message.counters)
         logger.info("stream ended (%s) after %d frames from the source", message.reason, message.n_frames)
 
     # ------------------------------------------------------------------ helpers
@@ -179,7 +181,7 @@ class AnalysisSession:
     def _add_gap(self, first: int, last: int) -> None:
         self.status.gaps += 1
         self.status.frames_missing += last - first + 1
-        logger.warning("frames %d-%d never arrived; recorded as a gap", first, last)
+        logger.info("frames %d-%d never arrived; recorded as a gap", first, last)
         self._gaps_pending.append((first, last))
         if self._writer is not None:
             self._flush_gaps()
@@ -299,6 +301,7 @@ class AnalysisSession:
             "spots": s.spots,
             "source_frames": s.source_frames,
             "end_reason": s.end_reason,
+            "source_counters": self._source_counters,
         }
         if self._analyzer is not None:
             out["psf_sigma_px"] = self._analyzer.geometry.psf_sigma_px

@@ -54,12 +54,12 @@ def _write_avi(path, n=30, shape=(48, 64), fps=25.0, colour=False):
 
 
 # ------------------------------------------------------------------ TIFF stacks
-def test_tiff_stack_round_trip_memory_mapped(tmp_path):
+def test_tiff_stack_round_trip_contiguous(tmp_path):
     stack = _stack()
     path = tmp_path / "s.tif"
     tifffile.imwrite(path, stack, imagej=True, metadata={"axes": "TYX", "finterval": 0.05})
     with TiffStackSource(path) as source:
-        assert isinstance(source, FrameSource) and source.memory_mapped
+        assert isinstance(source, FrameSource) and source.contiguous
         assert source.describe() == {"source": "tiff_stack", "path": str(path), "shape": [32, 48],
                                      "dtype": "uint16", "n_frames": 12, "frame_rate_hz": pytest.approx(20.0)}
         frames = list(source)
@@ -88,7 +88,7 @@ def test_tiff_stack_layouts_give_the_same_frames(tmp_path, how):
     np.testing.assert_array_equal(frames, stack)
 
 
-def test_a_large_stack_is_memory_mapped_not_loaded(tmp_path):
+def test_a_large_stack_is_read_frame_by_frame_not_loaded(tmp_path):
     path = tmp_path / "big.tif"
     frame_shape = (256, 512)
     n = 240  # 62.9 MB
@@ -100,7 +100,7 @@ def test_a_large_stack_is_memory_mapped_not_loaded(tmp_path):
     tracemalloc.start()
     try:
         with TiffStackSource(path) as source:
-            assert source.memory_mapped
+            assert source.contiguous
             checked = 0
             for frame in source:
                 assert frame.data[0, 0] == frame.seq
