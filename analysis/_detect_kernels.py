@@ -42,51 +42,69 @@ def tile_medians(image, n_map, row_edges, col_edges, stride, out, buf):
     """Median of each tile, from every ``stride``-th row and column (a quick robust level).
 
     Tile (ty, tx) spans rows ``row_edges[ty]:row_edges[ty+1]`` and the matching
-    columns; pixels with ``n_map <= 0`` (never observed) are ignored. For an
-    even count the upper median is taken. NaN for a tile without observed
-    pixels. ``buf`` needs room for the largest tile.
+    columns; pixels with ``n_map <= 0`` (never observed) are ignored (a tile
+    whose sampled pixels are all unobserved is sampled fully). For an even
+    count the upper median is taken. NaN for a tile without observed pixels.
+    ``buf`` is (number of tile columns, pixels of the largest tile).
     """
-    for ty in range(row_edges.size - 1):
-        for tx in range(col_edges.size - 1):
-            k = 0
-            for step in (stride, 1):
-                for r in range(row_edges[ty], row_edges[ty + 1], step):
-                    for c in range(col_edges[tx], col_edges[tx + 1], step):
+    n_tx = col_edges.size - 1
+    counts = np.zeros(n_tx, dtype=np.int64)
+    for ty in range(row_edges.size - 1):  # row-major gathers of one band of tiles
+        counts[:] = 0
+        for r in range(row_edges[ty], row_edges[ty + 1], stride):
+            for tx in range(n_tx):
+                for c in range(col_edges[tx], col_edges[tx + 1], stride):
+                    if n_map[r, c] > 0:
+                        buf[tx, counts[tx]] = image[r, c]
+                        counts[tx] += 1
+        for tx in range(n_tx):
+            k = counts[tx]
+            if k == 0:
+                for r in range(row_edges[ty], row_edges[ty + 1]):
+                    for c in range(col_edges[tx], col_edges[tx + 1]):
                         if n_map[r, c] > 0:
-                            buf[k] = image[r, c]
+                            buf[tx, k] = image[r, c]
                             k += 1
-                if k > 0:
-                    break
-            out[ty, tx] = select_kth(buf, k, k // 2) if k > 0 else np.nan
+            out[ty, tx] = select_kth(buf[tx], k, k // 2) if k > 0 else np.nan
 
 
 @njit(cache=True, nogil=True)
-def tile_clipped_means(image, reference, n_map, read_variance, row_edges, col_edges, clip, out):
+def tile_clipped_means(image, reference, n_map, read_variance, row_edges, col_edges, clip, rounds, out):
     """Sigma-clipped mean of ``image - reference`` in each tile (spots clipped away).
 
     Starting from 0, pixels farther than ``clip`` noise SDs from the centre
-    are dropped and the centre becomes the mean of the rest (two rounds). The
-    noise SD of a pixel is ``sqrt(max(reference + read_variance, 1/n) / n)``
-    photons. Pixels with ``n_map <= 0`` are ignored; a tile keeping none gets 0.
+    are dropped and the centre becomes the mean of the rest (``rounds``
+    times). The noise SD of a pixel is ``sqrt(max(reference + read_variance,
+    1/n) / n)`` photons. Pixels with ``n_map <= 0`` are ignored; a tile keeping
+    none gets 0.
     """
     clip2 = clip * clip
-    for ty in range(row_edges.size - 1):
-        for tx in range(col_edges.size - 1):
-            centre = 0.0
-            for _ in range(2):
-                total = 0.0
-                kept = 0
-                for r in range(row_edges[ty], row_edges[ty + 1]):
-                    for c in range(col_edges[tx], col_edges[tx + 1]):
-                        n = n_map[r, c]
-                        d = image[r, c] - reference[r, c] - centre
-                        # |d| <= clip * sqrt(max(level, 1/n) / n), without divisions
-                        if n > 0 and d * d * n * n <= clip2 * max((reference[r, c] + read_variance) * n, 1.0):
-                            total += d
-                            kept += 1
-                if kept > 0:
-                    centre += total / kept
-            out[ty, tx] = centre
+    n_tx = col_edges.size - 1
+    width = image.shape[1]
+    col_tile = np.empty(width, dtype=np.int64)
+    for tx in range(n_tx):
+        col_tile[col_edges[tx] : col_edges[tx + 1]] = tx
+    centre = np.empty(n_tx)
+    total = np.empty(n_tx)
+    kept = np.empty(n_tx)
+    for ty in range(row_edges.size - 1):  # row-major sweeps of one band of tiles (cache friendly)
+        centre[:] = 0.0
+        for _ in range(rounds):
+            total[:] = 0.0
+            kept[:] = 0.0
+            for r in range(row_edges[ty], row_edges[ty + 1]):
+                for c in range(width):
+                    tx = col_tile[c]
+                    n = n_map[r, c]
+                    d = image[r, c] - reference[r, c] - centre[tx]
+                    # n > 0 and |d| <= clip * sqrt(max(level, 1/n) / n), without divisions
+                    if n > 0 and d * d * n * n <= clip2 * max((reference[r, c] + read_variance) * n, 1.0):
+                        total[tx] += d
+                        kept[tx] += 1.0
+            for tx in range(n_tx):
+                if kept[tx] > 0:
+                    centre[tx] += total[tx] / kept[tx]
+        out[ty, :] = centre
 
 
 @njit(cache=True, nogil=True)
@@ -94,23 +112,92 @@ def cubic_upsample(grid, row_index, row_weight, col_index, col_weight, tmp, out)
     """Separable 4-tap interpolation of a small grid onto the image.
 
     ``out[r, c] = sum_a sum_b row_weight[r, a] col_weight[c, b]
-    grid[row_index[r] + a, col_index[c] + b]``; ``tmp`` is (H, grid columns).
+    grid[row_index[r] + a, col_index[c] + b]``; ``tmp`` is (grid rows, W).
     """
     height, width = out.shape
-    for r in range(height):
-        i0 = row_index[r]
-        for j in range(grid.shape[1]):
-            acc = 0.0
-            for a in range(4):
-                acc += row_weight[r, a] * grid[i0 + a, j]
-            tmp[r, j] = acc
-    for r in range(height):
+    for j in range(grid.shape[0]):  # along the columns first: a few grid rows only
         for c in range(width):
             j0 = col_index[c]
             acc = 0.0
             for b in range(4):
-                acc += col_weight[c, b] * tmp[r, j0 + b]
-            out[r, c] = acc
+                acc += col_weight[c, b] * grid[j, j0 + b]
+            tmp[j, c] = acc
+    for r in range(height):  # then whole rows: contiguous, vectorizable
+        i0 = row_index[r]
+        y = out[r]
+        w0 = row_weight[r, 0]
+        w1 = row_weight[r, 1]
+        w2 = row_weight[r, 2]
+        w3 = row_weight[r, 3]
+        t0 = tmp[i0]
+        t1 = tmp[i0 + 1]
+        t2 = tmp[i0 + 2]
+        t3 = tmp[i0 + 3]
+        for c in range(width):
+            y[c] = w0 * t0[c] + w1 * t1[c] + w2 * t2[c] + w3 * t3[c]
+
+
+@njit(cache=True, nogil=True)
+def _taps_row(x, taps, y):
+    """``y = x ⋆ taps`` along one row (symmetric odd ``taps``, zero padding)."""
+    half = taps.size // 2
+    width = x.size
+    for c in range(width):
+        y[c] = taps[half] * x[c]
+    for k in range(1, half + 1):
+        tk = taps[half + k]
+        for c in range(k, width):
+            y[c] += tk * x[c - k]
+        for c in range(width - k):
+            y[c] += tk * x[c + k]
+
+
+@njit(cache=True, nogil=True)
+def _box_row(x, box_half, prefix, y):
+    """``y[c] = sum of x[c - box_half .. c + box_half]`` inside the row."""
+    width = x.size
+    total = 0.0
+    prefix[0] = 0.0
+    for c in range(width):
+        total += x[c]
+        prefix[c + 1] = total
+    for c in range(width):
+        y[c] = prefix[min(width, c + box_half + 1)] - prefix[max(0, c - box_half)]
+
+
+@njit(cache=True, nogil=True)
+def _taps_col(rows, taps, r, y):
+    """``y = sum_k taps[k] rows[r + k - half]`` over the rows inside the image."""
+    half = taps.size // 2
+    height = rows.shape[0]
+    a = rows[r]
+    for c in range(y.size):
+        y[c] = taps[half] * a[c]
+    for k in range(1, half + 1):
+        tk = taps[half + k]
+        if r - k >= 0:
+            a = rows[r - k]
+            for c in range(y.size):
+                y[c] += tk * a[c]
+        if r + k < height:
+            a = rows[r + k]
+            for c in range(y.size):
+                y[c] += tk * a[c]
+
+
+@njit(cache=True, nogil=True)
+def _box_col_step(rows, box_half, r, acc):
+    """Running column box sum: ``acc`` holds rows r-B..r+B; r = -1 initializes it for r = 0."""
+    height = rows.shape[0]
+    if r < 0:
+        acc[:] = 0.0
+        for rr in range(min(box_half, height - 1) + 1):
+            acc += rows[rr]
+        return
+    if r + box_half + 1 < height:
+        acc += rows[r + box_half + 1]
+    if r - box_half >= 0:
+        acc -= rows[r - box_half]
 
 
 @njit(cache=True, nogil=True)
@@ -122,58 +209,49 @@ def correlate_gauss_box(src, taps, box_half, out_gauss, out_box, row_gauss, row_
     image as 0. ``row_gauss`` and ``row_box`` are (H, W) work arrays.
     """
     height, width = src.shape
-    half = taps.size // 2
-    t0 = taps[half]
     prefix = np.empty(width + 1)
     for r in range(height):
-        x = src[r]
-        y = row_gauss[r]
-        for c in range(width):
-            y[c] = t0 * x[c]
-        for k in range(1, half + 1):
-            tk = taps[half + k]
-            for c in range(k, width):
-                y[c] += tk * x[c - k]
-            for c in range(width - k):
-                y[c] += tk * x[c + k]
-        total = 0.0
-        prefix[0] = 0.0
-        for c in range(width):
-            total += x[c]
-            prefix[c + 1] = total
-        yb = row_box[r]
-        for c in range(width):
-            yb[c] = prefix[min(width, c + box_half + 1)] - prefix[max(0, c - box_half)]
-    acc = np.zeros(width)
-    for r in range(min(box_half, height - 1) + 1):
-        for c in range(width):
-            acc[c] += row_box[r, c]
+        _taps_row(src[r], taps, row_gauss[r])
+        _box_row(src[r], box_half, prefix, row_box[r])
+    acc = np.empty(width)
+    _box_col_step(row_box, box_half, -1, acc)
     for r in range(height):
-        z = out_gauss[r]
-        xr = row_gauss[r]
+        _taps_col(row_gauss, taps, r, out_gauss[r])
+        out_box[r] = acc
+        _box_col_step(row_box, box_half, r, acc)
+
+
+@njit(cache=True, nogil=True)
+def kernel_energy(n_map, taps, box_half, unseen_weight, sums, q, rows_g, rows_g2, rows_box):
+    """``q = sum_j k'_j^2 / n_j`` for a per-pixel frame-count map (float64 work arrays).
+
+    ``k'`` is the zero-mean kernel of :func:`significance` (mean
+    ``sums[0, r] * sums[3, c]`` over the in-image box); pixels with
+    ``n <= 0`` weigh ``unseen_weight``. Computed as
+    ``C[g^2](w) - 2 mu C[g](w) + mu^2 C[box](w)``, ``w = 1/n``.
+    """
+    height, width = n_map.shape
+    taps2 = taps * taps
+    w = np.empty(width)
+    prefix = np.empty(width + 1)
+    for r in range(height):
         for c in range(width):
-            z[c] = t0 * xr[c]
-        for k in range(1, half + 1):
-            tk = taps[half + k]
-            if r - k >= 0:
-                a = row_gauss[r - k]
-                for c in range(width):
-                    z[c] += tk * a[c]
-            if r + k < height:
-                b = row_gauss[r + k]
-                for c in range(width):
-                    z[c] += tk * b[c]
-        ob = out_box[r]
+            n = n_map[r, c]
+            w[c] = 1.0 / n if n > 0 else unseen_weight
+        _taps_row(w, taps, rows_g[r])
+        _taps_row(w, taps2, rows_g2[r])
+        _box_row(w, box_half, prefix, rows_box[r])
+    acc = np.empty(width)
+    yg = np.empty(width)
+    yg2 = np.empty(width)
+    _box_col_step(rows_box, box_half, -1, acc)
+    for r in range(height):
+        _taps_col(rows_g, taps, r, yg)
+        _taps_col(rows_g2, taps2, r, yg2)
         for c in range(width):
-            ob[c] = acc[c]
-        if r + box_half + 1 < height:
-            a = row_box[r + box_half + 1]
-            for c in range(width):
-                acc[c] += a[c]
-        if r - box_half >= 0:
-            a = row_box[r - box_half]
-            for c in range(width):
-                acc[c] -= a[c]
+            mu = sums[0, r] * sums[3, c]
+            q[r, c] = yg2[c] - 2.0 * mu * yg[c] + mu * mu * acc[c]
+        _box_col_step(rows_box, box_half, r, acc)
 
 
 @njit(cache=True, nogil=True)

@@ -51,6 +51,8 @@ logger = logging.getLogger(__name__)
 FloatArray = np.ndarray  # (K,) or (K, 2) float64
 _TILE_PX = 16
 _CLIP_SIGMA = 3.0
+_EDGE_FIT_TILES = 3
+_CLIP_ROUNDS = 1  # the rough map is close: one round of clipping suffices
 _UNSEEN_WEIGHT = 1e6  # 1/n for pixels no frame covered: their noise swamps any spot
 _REFINE_ITERATIONS = 10
 
@@ -109,14 +111,16 @@ def _background_map(image: np.ndarray, n_map: np.ndarray, read_variance: float) 
     row_edges = (np.arange(ny + 1) * height) // ny
     col_edges = (np.arange(nx + 1) * width) // nx
     tiles = np.empty((ny, nx))
-    buf = np.empty(int(np.diff(row_edges).max() * np.diff(col_edges).max()))
+    buf = np.empty((nx, int(np.diff(row_edges).max() * np.diff(col_edges).max())))
     _k.tile_medians(image, n_map, row_edges, col_edges, 3, tiles, buf)
     bad = ~np.isfinite(tiles)
     if bad.all():
         return np.zeros_like(image)
     tiles[bad] = np.median(tiles[~bad])
     rough = _interpolate_tiles(tiles, height, width)
-    _k.tile_clipped_means(image, rough, n_map, float(read_variance), row_edges, col_edges, _CLIP_SIGMA, tiles)
+    _k.tile_clipped_means(
+        image, rough, n_map, float(read_variance), row_edges, col_edges, _CLIP_SIGMA, _CLIP_ROUNDS, tiles
+    )
     return rough + _interpolate_tiles(tiles, height, width)
 
 
@@ -124,28 +128,33 @@ def _interpolate_tiles(tiles: np.ndarray, height: int, width: int) -> np.ndarray
     """Catmull-Rom interpolation of tile levels (at tile centres) onto the image grid."""
     ny, nx = tiles.shape
     grid = tiles
-    for axis in (0, 1):  # two cells of quadratic (or linear, constant) extrapolation on each side
+    for axis in (0, 1):  # two cells of extrapolation on each side (least-squares quadratic)
         n = grid.shape[axis]
-        order = min(n, 3)
-        lo = [np.take(grid, [i], axis) for i in range(order)]
-        hi = [np.take(grid, [n - 1 - i], axis) for i in range(order)]
-        grid = np.concatenate([*_extrapolate(lo)[::-1], grid, *_extrapolate(hi)], axis)
+        m = min(n, _EDGE_FIT_TILES)
+        weights = _extrapolation_weights(m)  # (2, m): cells -1, -2 from cells 0..m-1
+        lo = np.tensordot(weights, np.take(grid, np.arange(m), axis), axes=(1, axis))
+        hi = np.tensordot(weights, np.take(grid, np.arange(n - 1, n - 1 - m, -1), axis), axes=(1, axis))
+        lo, hi = np.moveaxis(lo, 0, axis), np.moveaxis(hi, 0, axis)
+        grid = np.concatenate([np.flip(lo, axis), grid, hi], axis)
     ri, rw = _cubic_taps(height, ny)
     ci, cw = _cubic_taps(width, nx)
     out = np.empty((height, width), dtype=np.float32)
-    _k.cubic_upsample(grid, ri, rw, ci, cw, np.empty((height, grid.shape[1])), out)
+    _k.cubic_upsample(grid, ri, rw, ci, cw, np.empty((grid.shape[0], width)), out)
     return out
 
 
-def _extrapolate(edge: list[np.ndarray]) -> list[np.ndarray]:
-    """Values one and two cells beyond ``edge[0]`` (``edge[i]`` = i cells inside), by a polynomial."""
-    if len(edge) == 1:
-        return [edge[0], edge[0]]
-    if len(edge) == 2:
-        step = edge[0] - edge[1]
-        return [edge[0] + step, edge[0] + 2 * step]
-    a, b, c = edge
-    return [3 * a - 3 * b + c, 6 * a - 8 * b + 3 * c]
+def _extrapolation_weights(m: int) -> np.ndarray:
+    """Weights giving the values 1 and 2 cells beyond the edge from the m edge-most tiles.
+
+    A least-squares polynomial (quadratic for m >= 3, else of degree m - 1)
+    through cells 0..m-1 evaluated at -1 and -2: follows curved illumination
+    while averaging down the scatter of single tile levels.
+    """
+    t = np.arange(m, dtype=np.float64)
+    degree = min(2, m - 1)
+    design = np.vander(t, degree + 1, increasing=True)
+    target = np.vander(np.array([-1.0, -2.0]), degree + 1, increasing=True)
+    return target @ np.linalg.pinv(design)
 
 
 def _cubic_taps(size: int, n_tiles: int) -> tuple[np.ndarray, np.ndarray]:
@@ -187,12 +196,9 @@ def _significance(
         q_map = np.zeros((0, 0))
     else:
         # float64: pixels never observed carry a huge weight, and q is a difference of sums
-        w = np.where(n_map > 0, 1.0 / np.maximum(n_map, 1e-30), _UNSEEN_WEIGHT)
-        c_g, c_box, c_g2, c_work, r_work = (np.empty((height, width)) for _ in range(5))
-        _k.correlate_gauss_box(w, g, box_half, c_g, c_box, c_work, r_work)
-        _k.correlate_gauss_box(w, g**2, box_half, c_g2, c_work, r_work, c_work.copy())
-        mu = np.multiply.outer(sums[0, :height], sums[3, :width])
-        q_map = c_g2 - 2.0 * mu * c_g + mu**2 * c_box
+        q_map = np.empty((height, width))
+        work64 = [np.empty((height, width)) for _ in range(3)]
+        _k.kernel_energy(n_map, g, box_half, _UNSEEN_WEIGHT, sums, q_map, *work64)
     padded = np.zeros(2 * box_half + 1)
     padded[box_half - g.size // 2 : box_half + g.size // 2 + 1] = g
     k2d = np.multiply.outer(padded, padded)

@@ -300,7 +300,13 @@ def _cmd_acquire(args: argparse.Namespace) -> int:
         now = time.monotonic()
         if now - last[0] >= 2.0:
             last[0] = now
-            logger.warning("sent %s frames", counters.get("frames_sent"))
+            dropped = counters.get("dropped_queue_full", 0)
+            print(
+                f"plstream: sent {counters.get('frames_sent')} frames"
+                + (f", dropped {dropped} (analyzer too slow)" if dropped else ""),
+                file=sys.stderr,
+                flush=True,
+            )
 
     with stop_on_sigint(stop_event):
         counters = publish_source(

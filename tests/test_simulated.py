@@ -307,7 +307,7 @@ def test_write_movie_gives_exactly_the_rendered_frames(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["movie.tif", "movie.truth.h5"]
     camera = SimulatedCamera(params, seed=3)
     with TiffStackSource(tmp_path / "movie.tif") as source:
-        assert source.memory_mapped
+        assert source.contiguous
         d = source.describe()
         assert d["n_frames"] == 30 and d["frame_rate_hz"] == params.frame_rate_hz
         assert d["camera"] == camera.describe()["camera"]
