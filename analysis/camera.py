@@ -54,7 +54,7 @@ class CameraModel:
     offset_adu: float
     gain_adu_per_e: float
     read_noise_e: float
-    origin: dict[str, str] = field(default_factory=dict)
+    origin: dict[str, Origin] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.gain_adu_per_e) and self.gain_adu_per_e > 0):
@@ -242,11 +242,12 @@ def estimate_camera_model(frames: np.ndarray, *, assumed_read_noise_e: float = 1
             noise_var_of_mean = float(np.median(v[keep])) / k
             flat = float(np.var(m[keep])) - noise_var_of_mean < noise_var_of_mean
 
-    origin = {name: "estimated" for name in FIELDS}
+    origin: dict[str, Origin] = {name: "estimated" for name in FIELDS}
     if flat or not (math.isfinite(slope) and slope > 0) or slope_se > 0.1 * slope:
         m0 = float(np.median(mean[ok])) if ok.any() else float(np.nanmedian(mean))
         v0 = float(np.median(var[ok])) / _median_bias(k) if ok.any() else 0.0
         offset = m0 - max(v0 - r2, 0.0)
+        offset = offset if math.isfinite(offset) else 0.0
         logger.warning(
             "cannot estimate the camera gain from these %d frames: the illumination is too flat "
             "for a photon-transfer slope. Assuming gain 1 ADU/e- and offset %.1f ADU (keeps the "
@@ -293,7 +294,7 @@ def resolve_camera_model(
     """
     metadata = metadata or {}
     values: dict[str, float] = {}
-    origin: dict[str, str] = {}
+    origin: dict[str, Origin] = {}
     missing = []
     for name in FIELDS:
         if config.get(name) is not None:

@@ -46,7 +46,8 @@ def _raw_movie(seed, n_frames=50, shape=(128, 128), flat=False, offset=100.0, ga
     if flat:
         illumination = np.full(shape, 20.0)
     else:
-        illumination = 10.0 + 10.0 * xx / w + 10.0 * np.exp(-((xx - 0.6 * w) ** 2 + (yy - 0.4 * h) ** 2) / (2 * 35.0**2))
+        beam = np.exp(-((xx - 0.6 * w) ** 2 + (yy - 0.4 * h) ** 2) / (2 * 35.0**2))
+        illumination = 10.0 + 10.0 * xx / w + 10.0 * beam
     spots = rng.uniform(6, min(shape) - 6, (12, 2))
     psf = [2000.0 / (2 * np.pi * 1.3**2) * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * 1.3**2)) for x, y in spots]
     frames = np.empty((n_frames, h, w), dtype=np.uint16)
@@ -84,6 +85,12 @@ def test_flat_illumination_warns_and_falls_back(caplog):
     assert variance == pytest.approx(level + 2.25, rel=0.1)
 
 
+def test_constant_frames_do_not_crash(caplog):
+    with caplog.at_level(logging.WARNING, logger="plstream.analysis.camera"):
+        model = estimate_camera_model(np.full((12, 32, 32), 100, dtype=np.uint16))
+    assert model.offset_adu == 100.0 and "too flat" in caplog.text
+
+
 def test_estimate_rejects_bad_input():
     with pytest.raises(ValueError, match="at least 10 frames"):
         estimate_camera_model(np.zeros((9, 16, 16)))
@@ -99,7 +106,8 @@ def test_resolve_priority_config_then_metadata_then_estimate():
         return CameraModel(90.0, 3.0, 2.0, {})
 
     metadata = {"offset_adu": 101.0, "gain_adu_per_e": 2.5, "read_noise_e": None}
-    model = resolve_camera_model(metadata, {"offset_adu": 99.0, "gain_adu_per_e": None, "read_noise_e": None}, estimate)
+    config = {"offset_adu": 99.0, "gain_adu_per_e": None, "read_noise_e": None}
+    model = resolve_camera_model(metadata, config, estimate)
     assert (model.offset_adu, model.gain_adu_per_e, model.read_noise_e) == (99.0, 2.5, 2.0)
     assert model.origin == {"offset_adu": "config", "gain_adu_per_e": "metadata", "read_noise_e": "estimated"}
     assert calls == [1]
@@ -110,4 +118,5 @@ def test_resolve_priority_config_then_metadata_then_estimate():
 
 def test_resolve_without_estimate_names_the_missing_setting():
     with pytest.raises(ValueError, match="camera.gain_adu_per_e"):
-        resolve_camera_model({"offset_adu": 100.0}, {"offset_adu": None, "gain_adu_per_e": None, "read_noise_e": 1.5}, None)
+        config = {"offset_adu": None, "gain_adu_per_e": None, "read_noise_e": 1.5}
+        resolve_camera_model({"offset_adu": 100.0}, config, None)

@@ -102,7 +102,8 @@ def test_kernel_matches_python_twin():
     image[5, 5] = 200.0  # a hot pixel in an annulus
     phot = integrate_spots(image, centers, **GEOMETRY, read_variance=2.25)
     expected = _twin(image.astype(np.float64), centers, **GEOMETRY, read_variance=2.25)
-    for name, values in zip(["intensity", "background", "weighted", "intensity_variance", "weighted_variance"], expected):
+    names = ["intensity", "background", "weighted", "intensity_variance", "weighted_variance"]
+    for name, values in zip(names, expected):
         np.testing.assert_allclose(getattr(phot, name), values, rtol=1e-9, atol=1e-9, err_msg=name)
 
 
