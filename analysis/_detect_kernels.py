@@ -9,32 +9,7 @@ import math
 import numpy as np
 from numba import njit
 
-
-@njit(cache=True, nogil=True)
-def select_kth(values, n, k):
-    """The k-th smallest of ``values[:n]`` (0-based), reordering them in place (quickselect)."""
-    lo = 0
-    hi = n - 1
-    while lo < hi:
-        pivot = values[(lo + hi) // 2]
-        i = lo
-        j = hi
-        while i <= j:
-            while values[i] < pivot:
-                i += 1
-            while values[j] > pivot:
-                j -= 1
-            if i <= j:
-                values[i], values[j] = values[j], values[i]
-                i += 1
-                j -= 1
-        if k <= j:
-            hi = j
-        elif k >= i:
-            lo = i
-        else:
-            break
-    return values[k]
+from plstream.analysis._select_kernels import select_kth
 
 
 @njit(cache=True, nogil=True)

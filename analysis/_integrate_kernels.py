@@ -10,6 +10,8 @@ import math
 import numpy as np
 from numba import njit
 
+from plstream.analysis._select_kernels import select_kth
+
 
 @njit(cache=True, nogil=True)
 def _quadrant_area(x, y, radius):
@@ -63,33 +65,6 @@ def pixel_overlap(dx, dy, radius):
         + _signed_area(x0, y0, radius)
     )
     return min(max(area, 0.0), 1.0)
-
-
-@njit(cache=True, nogil=True)
-def select_kth(values, n, k):
-    """The k-th smallest of ``values[:n]`` (0-based), reordering them in place."""
-    lo = 0
-    hi = n - 1
-    while lo < hi:
-        pivot = values[(lo + hi) // 2]
-        i = lo
-        j = hi
-        while i <= j:
-            while values[i] < pivot:
-                i += 1
-            while values[j] > pivot:
-                j -= 1
-            if i <= j:
-                values[i], values[j] = values[j], values[i]
-                i += 1
-                j -= 1
-        if k <= j:
-            hi = j
-        elif k >= i:
-            lo = i
-        else:
-            break
-    return values[k]
 
 
 @njit(cache=True, nogil=True)

@@ -1,0 +1,30 @@
+"""Order-statistic kernel shared by detection and photometry (numpy, numba and math only)."""
+
+from numba import njit
+
+
+@njit(cache=True, nogil=True)
+def select_kth(values, n, k):
+    """The k-th smallest of ``values[:n]`` (0-based), reordering them in place (quickselect)."""
+    lo = 0
+    hi = n - 1
+    while lo < hi:
+        pivot = values[(lo + hi) // 2]
+        i = lo
+        j = hi
+        while i <= j:
+            while values[i] < pivot:
+                i += 1
+            while values[j] > pivot:
+                j -= 1
+            if i <= j:
+                values[i], values[j] = values[j], values[i]
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j
+        elif k >= i:
+            lo = i
+        else:
+            break
+    return values[k]
