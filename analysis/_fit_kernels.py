@@ -10,14 +10,15 @@ Parameter order everywhere: ``(x, y, N, sigma, b)`` (px, px, photons, px,
 photons/px). sCMOS read noise (Huang et al. 2013): data ``d' = max(d + r2, 0)``
 and model ``mu' = mu + r2`` are treated as Poisson.
 
-Optimizer: Levenberg-Marquardt on the Fisher-scoring Hessian ``F = sum dmu dmu^T / mu'``.
-``F`` is positive definite everywhere, needs first derivatives only, and at
-the end *is* the Fisher information of the CRLB. A step is checked against the
-log-likelihood only while it is large (``step^T F step > 1``, i.e. beyond the
-statistical error, where a quadratic model can mislead); the small steps of the
-final, linearly converging phase are taken without the per-pixel logarithms.
-Box constraints: clamping, and parameters that sit on a bound with the
-gradient pointing outwards are frozen for that step.
+Optimizer: Levenberg-Marquardt over all five parameters. Far from the optimum
+(a step with ``step^T M step > 1``, i.e. beyond the statistical error) it uses
+Fisher scoring, ``M = F = sum dmu dmu^T / mu'`` (positive definite everywhere),
+and checks each step against the log-likelihood. Close to it, steps are exact
+Newton steps on the observed information ``-d2 logL`` (quadratic convergence:
+half the iterations of Fisher scoring at N ~ 200-300 photons), taken without the
+per-pixel logarithms. The last evaluation uses ``F`` again, the Fisher
+information of the CRLB. Box constraints: clamping, and parameters on a bound
+with the gradient pointing outwards are frozen for the step.
 """
 
 import math
@@ -28,24 +29,24 @@ from numba import njit, prange
 N_PARAMS = 5
 IX, IY, IN, IS, IB = 0, 1, 2, 3, 4
 
-STATUS_OK = 0
-STATUS_NOT_CONVERGED = 1
-STATUS_OUT_OF_BOUNDS = 2
-STATUS_NOT_FINITE = 3
-STATUS_ROI_OUTSIDE = 4
-STATUS_SINGULAR = 5
+# status codes (int8), explained by fit.FitStatus
+STATUS_OK, STATUS_NOT_CONVERGED, STATUS_OUT_OF_BOUNDS, STATUS_NOT_FINITE, STATUS_ROI_OUTSIDE, STATUS_SINGULAR = range(6)
 
 SIGMA_MIN_PX = 0.3
 PHOTONS_FLOOR = 1e-3
 BACKGROUND_FLOOR = 1e-3
 TOL_XY_PX = 1e-4
 TOL_N_REL = 1e-5
+_NEAR_XY_PX = 10.0 * TOL_XY_PX  # a Newton step this small converges with the next one
+_NEAR_N_REL = 10.0 * TOL_N_REL
+_MAX_SHRINK = 0.1
 _CHECKED_STEP = 1.0  # steps with step^T F step above this are checked against the log-likelihood
 _LAMBDA_START = 1e-3
 _LAMBDA_MIN = 1e-7
 _LAMBDA_MAX = 1e10
 _PIVOT_MIN = 1e-12  # relative to the diagonal
 _SPOTS_PER_BLOCK = 16
+_TRIAL, _AGAIN, _FINAL, _DONE = 0, 1, 2, 3  # what fit_roi does next
 
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT2PI = 1.0 / math.sqrt(2.0 * math.pi)
@@ -93,37 +94,20 @@ def axis_terms(n, mu, sigma, out, row):
 def accumulate(data, r2, theta, axes, grad, info, with_ll, observed, fresh_axes):
     """Gradient and information matrix of the log-likelihood at ``theta`` (ROI-local).
 
-    Parameters
-    ----------
-    data : (R, R) float64
-        ``d' = max(d + r2, 0)`` of the ROI.
-    r2 : float
-        Read-noise variance, photons^2.
-    theta : (5,) float64
-        ``(x, y, N, sigma, b)``.
-    axes : (11, R) float64
-        Work: rows 0-4 / 5-9 hold the x / y axis terms of ``theta`` afterwards.
-    grad, info : (5,) and (5, 5) float64
-        Written: ``d logL / d theta`` and either the Fisher information
-        ``sum dmu dmu^T / mu'`` or, if ``observed``, the observed information
-        ``-d2 logL / d theta2 = sum d' dmu dmu^T / mu'^2 - (d'/mu' - 1) d2mu``.
-    with_ll : bool
-        Also compute the log-likelihood (one logarithm per pixel).
-    fresh_axes : bool
-        ``axes`` already hold the terms of ``theta``.
-
-    Returns
-    -------
-    float
-        ``sum d' ln mu' - mu'`` if ``with_ll``, else 0.
+    ``data`` (R, R) holds ``d' = max(d + r2, 0)``; ``axes`` (11, R) is work whose rows
+    0-4 / 5-9 hold the x / y ``axis_terms`` of ``theta`` afterwards (or before, if
+    ``fresh_axes``). Writes ``grad = d logL / d theta`` and ``info``: the Fisher
+    information ``sum dmu dmu^T / mu'`` or, if ``observed``, the observed information
+    ``-d2 logL = sum d' dmu dmu^T / mu'^2 - (d'/mu' - 1) d2mu``. Returns
+    ``sum d' ln mu' - mu'`` if ``with_ll`` (one logarithm per pixel), else 0.
     """
     n = data.shape[0]
     photons = theta[IN]
     inv_s = 1.0 / theta[IS]
     bg = theta[IB] + r2
     if not fresh_axes:
-        axis_terms(n, theta[IX], theta[IS], axes, 0)
-        axis_terms(n, theta[IY], theta[IS], axes, 5)
+        for a in range(2):  # x terms into rows 0-4, y terms into rows 5-9
+            axis_terms(n, theta[IX + a], theta[IS], axes, 5 * a)
     ex, dex, dsx, msx, ssx = axes[0], axes[1], axes[2], axes[3], axes[4]
     model = axes[10]
     grad[:] = 0.0
@@ -155,9 +139,9 @@ def accumulate(data, r2, theta, axes, grad, info, with_ll, observed, fresh_axes)
             tq += t * q
             tr += t * s
             tu += t
-            tms += t * msx[c]
-            tss += t * ssx[c]
             if observed:
+                tms += t * msx[c]
+                tss += t * ssx[c]
                 w *= dw
             wp = w * p
             wq = w * q
@@ -210,17 +194,13 @@ def accumulate(data, r2, theta, axes, grad, info, with_ll, observed, fresh_axes)
 
 
 @njit(cache=True, nogil=True)
-def log_likelihood(data, r2, theta, axes, fresh_axes, saturated):
-    """Poisson log-likelihood of ``d'`` at ``theta`` (``axes`` as in ``accumulate``).
-
-    ``saturated=False``: ``sum d' ln mu' - mu'`` (as ``accumulate``).
-    ``saturated=True``: the ratio to the saturated model, ``sum d' ln(mu'/d') - (mu' - d')``
-    (<= 0; minus twice it is the Poisson deviance).
-    """
+def log_likelihood_ratio(data, r2, theta, axes, fresh_axes):
+    """``sum d' ln(mu'/d') - (mu' - d')`` at ``theta``: the Poisson log-likelihood ratio to the
+    saturated model (<= 0; minus twice it is the deviance). ``axes`` as in ``accumulate``."""
     n = data.shape[0]
     if not fresh_axes:
-        axis_terms(n, theta[IX], theta[IS], axes, 0)
-        axis_terms(n, theta[IY], theta[IS], axes, 5)
+        for a in range(2):  # x terms into rows 0-4, y terms into rows 5-9
+            axis_terms(n, theta[IX + a], theta[IS], axes, 5 * a)
     bg = theta[IB] + r2
     ll = 0.0
     for r in range(n):
@@ -228,12 +208,7 @@ def log_likelihood(data, r2, theta, axes, fresh_axes, saturated):
         for c in range(n):
             m = axes[0, c] * ny + bg
             d = data[r, c]
-            if not saturated:
-                ll += d * math.log(m) - m
-            elif d > 0.0:
-                ll += d * math.log(m / d) - m + d
-            else:
-                ll -= m
+            ll += d * math.log(m / d) - m + d if d > 0.0 else -m
     return ll
 
 
@@ -358,14 +333,45 @@ def initial_guess(data, r2, sigma_init, init_row, edge, theta):
 @njit(cache=True, nogil=True)
 def make_work(roi):
     """Work buffers for one thread: ``(data, axes, vecs, mats, edge, masks)``."""
-    return (
-        np.empty((roi, roi)),
-        np.empty((11, roi)),
-        np.empty((10, N_PARAMS)),
-        np.empty((3, N_PARAMS, N_PARAMS)),
-        np.empty(4 * roi),
-        np.ones((2, N_PARAMS), dtype=np.bool_),
-    )
+    n = N_PARAMS
+    return (np.empty((roi, roi)), np.empty((11, roi)), np.empty((10, n)), np.empty((3, n, n)),
+            np.empty(4 * roi), np.ones((2, n), dtype=np.bool_))
+
+
+@njit(cache=True, nogil=True)
+def plan_step(theta, grad, info, lam, newton, ll_valid, lo, hi, free, chol, diag, step, trial):
+    """Plan one LM step from ``theta`` given its gradient and information matrix.
+
+    Returns ``(phase, status, want_ll, want_observed)``: ``_TRIAL`` (``trial`` is
+    written; evaluate it), ``_AGAIN`` (evaluate ``theta`` again: with the
+    log-likelihood before a large step, or Fisher's matrix where the observed
+    information is not positive definite) or ``_DONE`` (``STATUS_OK`` or
+    ``STATUS_SINGULAR``).
+    """
+    for i in range(N_PARAMS):
+        free[i] = not ((theta[i] <= lo[i] and grad[i] < 0.0) or (theta[i] >= hi[i] and grad[i] > 0.0))
+    if not solve_step(info, grad, lam, free, chol, diag, step):
+        if newton:
+            return _AGAIN, STATUS_NOT_CONVERGED, False, False
+        return _DONE, STATUS_SINGULAR, False, False
+    if (lam <= 1e-2 and abs(step[IX]) < TOL_XY_PX and abs(step[IY]) < TOL_XY_PX
+            and abs(step[IN]) < TOL_N_REL * theta[IN]):
+        return _DONE, STATUS_OK, False, False
+    quad = 0.0
+    for i in range(N_PARAMS):
+        for j in range(N_PARAMS):
+            quad += step[i] * info[i, j] * step[j]
+    want_ll = quad > _CHECKED_STEP or lam > _LAMBDA_START
+    if want_ll and not ll_valid:
+        return _AGAIN, STATUS_NOT_CONVERGED, True, newton
+    for i in range(N_PARAMS):
+        trial[i] = min(max(theta[i] + step[i], lo[i]), hi[i])
+    for i in range(IN, N_PARAMS):  # N, sigma, b shrink at most tenfold a step (no collapse onto a floor)
+        trial[i] = max(trial[i], min(_MAX_SHRINK * theta[i], theta[i]))
+    # Newton steps while local; Fisher's matrix again when the next check will likely pass
+    # (Newton converges quadratically), so that the CRLB needs no extra evaluation
+    near = abs(step[IX]) < _NEAR_XY_PX and abs(step[IY]) < _NEAR_XY_PX and abs(step[IN]) < _NEAR_N_REL * theta[IN]
+    return _TRIAL, STATUS_NOT_CONVERGED, want_ll, not (want_ll or near)
 
 
 @njit(cache=True, nogil=True)
@@ -379,33 +385,48 @@ def fit_roi(data, r2, sigma_init, init_row, max_iterations, work, crlb_out):
     """
     _, axes, vecs, mats, edge, masks = work
     n = data.shape[0]
-    theta, trial, step, diag, lower, upper = vecs[0], vecs[1], vecs[4], vecs[5], vecs[6], vecs[7]
+    theta, trial, step, diag, lo, hi = vecs[0], vecs[1], vecs[4], vecs[5], vecs[6], vecs[7]
     free, free_all = masks[0], masks[1]
     initial_guess(data, r2, sigma_init, init_row, edge, theta)
     half = 0.5 * n
-    lower[IX], upper[IX] = theta[IX] - half, theta[IX] + half
-    lower[IY], upper[IY] = theta[IY] - half, theta[IY] + half
-    lower[IN], upper[IN] = PHOTONS_FLOOR, math.inf
-    lower[IS], upper[IS] = SIGMA_MIN_PX, half
-    lower[IB], upper[IB] = BACKGROUND_FLOOR, math.inf
-    trial[:] = theta
+    lo[IX], hi[IX] = theta[IX] - half, theta[IX] + half
+    lo[IY], hi[IY] = theta[IY] - half, theta[IY] + half
+    lo[IN], hi[IN] = PHOTONS_FLOOR, math.inf
+    lo[IS], hi[IS] = SIGMA_MIN_PX, half
+    lo[IB], hi[IB] = BACKGROUND_FLOOR, math.inf
+    for i in range(N_PARAMS):  # element loops: slice copies cost numba seconds of compile time
+        trial[i] = theta[i]
     cur = nxt = 0  # which gradient/matrix buffers hold the accepted point and the trial
     ll = -math.inf
-    ll_valid = axes_fresh = checked = True
-    newton = observed = False  # matrix at the accepted point / to compute at the trial
+    # flags start from a run-time bool: literal True/False would make numba compile callees twice
+    ll_valid = want_ll = n > 0  # ll holds logL(theta) / compute logL in this evaluation
+    newton = want_observed = not ll_valid  # the matrix at theta is the observed information / compute it
+    axes_fresh = False  # axes hold the terms of theta
+    phase = _TRIAL
     status = STATUS_NOT_CONVERGED
     lam = _LAMBDA_START
     iterations = 0
     while True:
-        ll_new = accumulate(data, r2, trial, axes, vecs[2 + nxt], mats[nxt], checked, observed, False)
-        finite = math.isfinite(ll_new + mats[nxt, 0, 0] + mats[nxt, 1, 1] + mats[nxt, 3, 3])
-        if finite and (not checked or ll_new >= ll - 1e-12 * (abs(ll) + 1.0)):
-            theta[:] = trial
+        # the only evaluation site (each one more would add seconds of numba compile time)
+        at_theta = phase != _TRIAL
+        k = cur if at_theta else nxt
+        ll_new = accumulate(data, r2, theta if at_theta else trial, axes, vecs[2 + k], mats[k],
+                            want_ll, want_observed, at_theta and axes_fresh)
+        axes_fresh = True
+        if phase == _FINAL:
+            newton = False
+            break
+        if phase == _AGAIN:
+            newton = want_observed
+            if want_ll:
+                ll, ll_valid = ll_new, True
+            iterations -= 1  # the same step is planned again
+        elif math.isfinite(ll_new + mats[nxt, 0, 0] + mats[nxt, 1, 1] + mats[nxt, 3, 3]) and (
+                not want_ll or ll_new >= ll - 1e-12 * (abs(ll) + 1.0)):
+            for i in range(N_PARAMS):
+                theta[i] = trial[i]
             cur = nxt
-            ll = ll_new
-            ll_valid = checked
-            axes_fresh = True
-            newton = observed
+            ll, ll_valid, newton = ll_new, want_ll, want_observed
             lam = max(0.1 * lam, _LAMBDA_MIN) if iterations else lam
         elif iterations == 0:
             status = STATUS_NOT_FINITE
@@ -413,55 +434,29 @@ def fit_roi(data, r2, sigma_init, init_row, max_iterations, work, crlb_out):
         else:
             axes_fresh = False
             lam *= 10.0
-            if lam > _LAMBDA_MAX:
+        phase = _DONE
+        if lam <= _LAMBDA_MAX and iterations < max_iterations:
+            iterations += 1
+            phase, status, want_ll, want_observed = plan_step(
+                theta, vecs[2 + cur], mats[cur], lam, newton, ll_valid, lo, hi, free, mats[2], diag, step, trial)
+            nxt = 1 - cur
+        if phase == _DONE:
+            if not newton:
                 break
-        if iterations >= max_iterations:
-            break
-        iterations += 1
-        grad, info = vecs[2 + cur], mats[cur]
-        for i in range(N_PARAMS):
-            free[i] = not ((theta[i] <= lower[i] and grad[i] < 0.0) or (theta[i] >= upper[i] and grad[i] > 0.0))
-        solved = solve_step(info, grad, lam, free, mats[2], diag, step)
-        if not solved and newton:  # observed information not positive definite here: use Fisher's
-            accumulate(data, r2, theta, axes, grad, info, False, False, axes_fresh)
-            axes_fresh = True
-            newton = False
-            solved = solve_step(info, grad, lam, free, mats[2], diag, step)
-        if not solved:
-            status = STATUS_SINGULAR
-            break
-        if (lam <= 1e-2 and abs(step[IX]) < TOL_XY_PX and abs(step[IY]) < TOL_XY_PX
-                and abs(step[IN]) < TOL_N_REL * theta[IN]):
-            status = STATUS_OK
-            break
-        quad = 0.0
-        for i in range(N_PARAMS):
-            for j in range(N_PARAMS):
-                quad += step[i] * info[i, j] * step[j]
-        checked = quad > _CHECKED_STEP or lam > _LAMBDA_START
-        observed = not checked
-        if checked and not ll_valid:
-            ll = log_likelihood(data, r2, theta, axes, axes_fresh, False)
-            ll_valid = axes_fresh = True
-        for i in range(N_PARAMS):
-            trial[i] = min(max(theta[i] + step[i], lower[i]), upper[i])
-        nxt = 1 - cur
+            phase, want_ll, want_observed = _FINAL, False, False  # the CRLB needs Fisher's matrix
     crlb_out[:] = math.nan
     for i in range(N_PARAMS):
         if not math.isfinite(theta[i]):
             status = STATUS_NOT_FINITE
     if status == STATUS_NOT_FINITE:
         return math.nan, iterations, status
-    if newton:  # the CRLB needs the Fisher information at the final point
-        accumulate(data, r2, theta, axes, vecs[2 + cur], mats[cur], False, False, axes_fresh)
-        axes_fresh = True
     if not inverse_diagonal(mats[cur], free_all, mats[2], diag, crlb_out):
         crlb_out[:] = math.nan
         status = STATUS_SINGULAR
     for i in range(IN):  # x and y
-        if theta[i] <= lower[i] or theta[i] >= upper[i]:
+        if theta[i] <= lo[i] or theta[i] >= hi[i]:
             status = STATUS_OUT_OF_BOUNDS
-    return log_likelihood(data, r2, theta, axes, axes_fresh, True), iterations, status
+    return log_likelihood_ratio(data, r2, theta, axes, axes_fresh), iterations, status
 
 
 @njit(cache=True, nogil=True)
@@ -480,8 +475,8 @@ def fit_spot(image, cx, cy, init_row, roi, sigma_init, r2, max_iterations, work,
     crlb_out[:] = math.nan
     if not (math.isfinite(cx) and math.isfinite(cy)):
         return math.nan, 0, STATUS_NOT_FINITE
-    margin = 0.5 * roi  # centres up to half a ROI outside the image still fit what is inside
-    if height < roi or width < roi or not (-margin <= cx <= width - 1 + margin and -margin <= cy <= height - 1 + margin):
+    m = 0.5 * roi  # centres up to half a ROI outside the image still fit what is inside
+    if height < roi or width < roi or not (-m <= cx <= width - 1 + m and -m <= cy <= height - 1 + m):
         return math.nan, 0, STATUS_ROI_OUTSIDE
     c0 = min(max(int(math.floor(cx + 0.5)) - roi // 2, 0), width - roi)
     r0 = min(max(int(math.floor(cy + 0.5)) - roi // 2, 0), height - roi)
@@ -497,15 +492,21 @@ def fit_spot(image, cx, cy, init_row, roi, sigma_init, r2, max_iterations, work,
     local[IX] -= c0
     local[IY] -= r0
     ll, iterations, status = fit_roi(data, r2, sigma_init, local, max_iterations, work, crlb_out)
-    params_out[:] = vecs[0]
+    for i in range(N_PARAMS):
+        params_out[i] = vecs[0, i]
     params_out[IX] += c0
     params_out[IY] += r0
     return ll, iterations, status
 
 
 @njit(cache=True, nogil=True)
-def _fit_range(image, centers, initial, start, stop, roi, sigma_init, r2, max_iterations,
-               params_out, crlb_out, loglik_out, iterations_out, status_out):
+def fit_spots_range(image, centers, initial, start, stop, roi, sigma_init, r2, max_iterations,
+                    params_out, crlb_out, loglik_out, iterations_out, status_out):
+    """Fit spots ``start..stop-1`` one after the other (see ``fit_spot``).
+
+    ``centers`` (S, 2) frame px; ``initial`` (S, 5) warm starts or (0, 5) for none;
+    outputs are (S, 5), (S, 5), (S,), (S,), (S,).
+    """
     work = make_work(roi)
     no_init = np.empty(0)
     for s in range(start, stop):
@@ -516,23 +517,15 @@ def _fit_range(image, centers, initial, start, stop, roi, sigma_init, r2, max_it
         status_out[s] = st
 
 
-@njit(cache=True, nogil=True)
-def fit_spots_serial(image, centers, initial, roi, sigma_init, r2, max_iterations,
-                     params_out, crlb_out, loglik_out, iterations_out, status_out):
-    """Fit S spots one after the other (see ``fit_spot``); ``initial`` is (S, 5) or (0, 5)."""
-    _fit_range(image, centers, initial, 0, centers.shape[0], roi, sigma_init, r2, max_iterations,
-               params_out, crlb_out, loglik_out, iterations_out, status_out)
-
-
 @njit(cache=True, nogil=True, parallel=True)
 def fit_spots_parallel(image, centers, initial, roi, sigma_init, r2, max_iterations,
                        params_out, crlb_out, loglik_out, iterations_out, status_out):
-    """As ``fit_spots_serial``, with blocks of spots spread over numba's threads."""
+    """All spots, in blocks spread over numba's threads (same results as ``fit_spots_range``)."""
     n_spots = centers.shape[0]
     for block in prange((n_spots + _SPOTS_PER_BLOCK - 1) // _SPOTS_PER_BLOCK):
         start = block * _SPOTS_PER_BLOCK
-        _fit_range(image, centers, initial, start, min(start + _SPOTS_PER_BLOCK, n_spots), roi, sigma_init,
-                   r2, max_iterations, params_out, crlb_out, loglik_out, iterations_out, status_out)
+        fit_spots_range(image, centers, initial, start, min(start + _SPOTS_PER_BLOCK, n_spots), roi, sigma_init,
+                        r2, max_iterations, params_out, crlb_out, loglik_out, iterations_out, status_out)
 
 
 @njit(cache=True, nogil=True)
@@ -543,16 +536,18 @@ def crlb_at(params, roi, r2, crlb_out):
     or a singular Fisher matrix, get NaN.
     """
     data, axes, vecs, mats, _, masks = make_work(roi)
+    no = roi < 0  # a run-time False (see fit_roi)
     data[:, :] = 0.0
     theta = vecs[0]
     for s in range(params.shape[0]):
         crlb_out[s] = math.nan
-        theta[:] = params[s]
+        for i in range(N_PARAMS):
+            theta[i] = params[s, i]
         ok = math.isfinite(theta[IX] + theta[IY] + theta[IN] + theta[IS] + theta[IB])
         if not ok or theta[IN] <= 0.0 or theta[IS] <= 0.0 or theta[IB] + r2 <= 0.0:
             continue
         theta[IX] -= math.floor(theta[IX] + 0.5) - roi // 2
         theta[IY] -= math.floor(theta[IY] + 0.5) - roi // 2
-        accumulate(data, r2, theta, axes, vecs[2], mats[0], False, False, False)
+        accumulate(data, r2, theta, axes, vecs[2], mats[0], no, no, no)
         if not inverse_diagonal(mats[0], masks[1], mats[2], vecs[5], crlb_out[s]):
             crlb_out[s] = math.nan

@@ -11,9 +11,10 @@ photons/px. The image must be in photons (offset and gain removed). sCMOS read
 noise enters as Huang et al. (2013): ``d + r2`` is Poisson with mean ``mu + r2``,
 ``r2`` being the read-noise variance in photons^2 (0 for pure Poisson).
 
-The fit is Levenberg-Marquardt on the Fisher-scoring Hessian over all five
-parameters (see ``_fit_kernels``); the CRLB is the diagonal of the inverse
-Fisher information at the fitted parameters.
+The fit is Levenberg-Marquardt over all five parameters: Fisher scoring with a
+log-likelihood check far from the optimum, exact Newton steps close to it (see
+``_fit_kernels``). The CRLB is the diagonal of the inverse Fisher information
+``sum dmu dmu^T / mu'`` at the fitted parameters, inverted in float64.
 """
 
 from __future__ import annotations
@@ -257,9 +258,11 @@ def fit_spots_into(
     _check_out("loglik_out", loglik_out, (n,), np.float64)
     _check_out("iters_out", iters_out, (n,), np.int32)
     _check_out("status_out", status_out, (n,), np.int8)
-    kernel = _k.fit_spots_parallel if parallel else _k.fit_spots_serial
-    kernel(image, centers, init, roi, sigma_init, r2, int(max_iterations),
-           params_out, crlb_out, loglik_out, iters_out, status_out)
+    args = (roi, sigma_init, r2, int(max_iterations), params_out, crlb_out, loglik_out, iters_out, status_out)
+    if parallel:
+        _k.fit_spots_parallel(image, centers, init, *args)
+    else:
+        _k.fit_spots_range(image, centers, init, 0, n, *args)
 
 
 def crlb_for(params: np.ndarray, roi_size: int, read_variance: float = 0.0) -> Float64Array:

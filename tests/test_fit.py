@@ -136,13 +136,14 @@ def test_accumulate_matches_numpy_twin():
 
     assert ll == pytest.approx(loglik(theta), rel=1e-12)
     h = 1e-6 * np.maximum(np.abs(theta), 1.0)
-    fd_grad = [(loglik(theta + h[i] * np.eye(5)[i]) - loglik(theta - h[i] * np.eye(5)[i])) / (2 * h[i]) for i in range(5)]
+    unit = np.eye(5)
+    fd_grad = [(loglik(theta + h[i] * unit[i]) - loglik(theta - h[i] * unit[i])) / (2 * h[i]) for i in range(5)]
     np.testing.assert_allclose(grad, fd_grad, rtol=1e-5, atol=1e-6 * np.abs(fd_grad).max())
     np.testing.assert_allclose(np.diag(np.linalg.inv(fisher)), fd_crlb(theta, cols, rows, r2), rtol=1e-6)
     hessian = np.empty((5, 5))  # observed information = minus the Hessian, by differences of loglik
     for i in range(5):
         for j in range(5):
-            hi, hj = h[i] * np.eye(5)[i] * 10, h[j] * np.eye(5)[j] * 10
+            hi, hj = h[i] * unit[i] * 10, h[j] * unit[j] * 10
             hessian[i, j] = -(loglik(theta + hi + hj) - loglik(theta + hi - hj) - loglik(theta - hi + hj)
                               + loglik(theta - hi - hj)) / (4 * h[i] * h[j] * 100)
     np.testing.assert_allclose(observed, hessian, rtol=1e-4, atol=1e-6 * np.abs(hessian).max())
@@ -237,11 +238,26 @@ def test_failures_are_reported_not_raised():
     assert small.status[0] == FitStatus.ROI_OUTSIDE_IMAGE
 
 
+def test_not_converged_and_out_of_bounds_statuses():
+    rng = np.random.default_rng(6)
+    image = rng.poisson(render((40, 40), [[17.2, 20.0, 5000.0, 1.5]], 5.0)).astype(np.float32)
+    # a warm start 4 px off: x may move 3.5 px (half the ROI) and stops on that bound
+    start = np.array([[21.2, 20.0, 5000.0, 1.5, 5.0]])
+    fits = fit_spots(image, np.array([[20.0, 20.0]]), sigma_init=1.5, roi_size=7, initial=start)
+    assert fits.status[0] == FitStatus.OUT_OF_BOUNDS and fits.x[0] == pytest.approx(17.7)
+    hurried = fit_spots(image, np.array([[18.0, 20.0]]), sigma_init=1.6, roi_size=7, max_iterations=1)
+    assert hurried.status[0] == FitStatus.NOT_CONVERGED and hurried.iterations[0] == 1
+    assert np.isfinite(hurried.x[0]) and np.isfinite(hurried.crlb[0]).all()
+
+
 def test_pure_background_rois_are_not_confident():
     rng = np.random.default_rng(4)
     image = rng.poisson(10.0, (200, 200)).astype(np.float32)
     centers = rng.uniform(10, 190, (200, 2))
     fits = fit_spots(image, centers, sigma_init=1.3, roi_size=9)
+    assert np.all(~fits.success | (fits.photons_snr < 5.0))
+    bright = np.column_stack([centers, np.full((200, 3), [1000.0, 1.3, 10.0])])  # a spot that switched off
+    fits = fit_spots(image, centers, sigma_init=1.3, roi_size=9, initial=bright)
     assert np.all(~fits.success | (fits.photons_snr < 5.0))
 
 
