@@ -112,6 +112,7 @@ class StreamingAnalyzer:
         self._geometry = Geometry.from_settings(settings, sigma)
         self._warm = np.full((0, 5), np.nan)
         self._held: list[FrameRecord] = []
+        self._inliers: np.ndarray | None = None  # spots used in this frame's drift estimate
         self._gauge_settled = False
         self._drift = np.zeros(2)
         self._frame_index = 0
@@ -375,9 +376,10 @@ class StreamingAnalyzer:
             displacement = np.column_stack([fits.x, fits.y]) - spots.xy
             variance = fits.uncertainty**2 + spots.position_variance()
             usable = success & (spots.weight > 0)
-            self._inliers = np.zeros(n, dtype=np.bool_)
-            estimate = drift_from_spots(displacement, variance, usable, inliers_out=self._inliers)
+            inliers = np.zeros(n, dtype=np.bool_)
+            estimate = drift_from_spots(displacement, variance, usable, inliers_out=inliers)
             if estimate.n_spots >= self._settings.drift.min_spots:
+                self._inliers = inliers
                 return estimate
         if fallback is not None:
             return fallback
@@ -395,7 +397,7 @@ class StreamingAnalyzer:
         measured = np.column_stack([fits.x, fits.y]) - drift_xy
         first_fit = spots.weight == 0
         near = np.hypot(*(measured - spots.xy).T) <= self._settings.detection.match_radius_px
-        inliers = getattr(self, "_inliers", None)
+        inliers = self._inliers
         if inliers is None or inliers.shape[0] != n:
             inliers = np.zeros(n, dtype=np.bool_)
         use = success & ((first_fit & near) | inliers)
