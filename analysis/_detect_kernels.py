@@ -9,7 +9,7 @@ import math
 import numpy as np
 from numba import njit
 
-from plstream.analysis._select_kernels import select_kth
+from plstream.analysis._shared_kernels import delta_erf, select_kth
 
 
 @njit(cache=True, nogil=True)
@@ -358,13 +358,6 @@ def refine_centroids(data, rows, cols, sigma, half, max_iter, xy):
 
 
 @njit(cache=True, nogil=True)
-def _delta_erf(u, mu, sigma):
-    """Fraction of a 1-D Gaussian (mu, sigma) inside the pixel centred at integer u."""
-    s = 1.0 / (math.sqrt(2.0) * sigma)
-    return 0.5 * (math.erf((u - mu + 0.5) * s) - math.erf((u - mu - 0.5) * s))
-
-
-@njit(cache=True, nogil=True)
 def psf_photons(data, xy, sigma, half, px, out):
     """Photons of each spot: least-squares amplitude of the PSF plus a local constant.
 
@@ -383,14 +376,14 @@ def psf_photons(data, xy, sigma, half, px, out):
         c0 = max(0, cx - half)
         c1 = min(width, cx + half + 1)
         for cc in range(c0, c1):
-            px[cc - c0] = _delta_erf(cc, x, sigma)
+            px[cc - c0] = delta_erf(cc, x, sigma)
         n = 0
         sp = 0.0
         sd = 0.0
         spd = 0.0
         spp = 0.0
         for rr in range(max(0, cy - half), min(height, cy + half + 1)):
-            py = _delta_erf(rr, y, sigma)
+            py = delta_erf(rr, y, sigma)
             for cc in range(c0, c1):
                 p = py * px[cc - c0]
                 d = data[rr, cc]

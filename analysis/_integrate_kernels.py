@@ -10,7 +10,7 @@ import math
 import numpy as np
 from numba import njit
 
-from plstream.analysis._select_kernels import select_kth
+from plstream.analysis._shared_kernels import delta_erf, select_kth
 
 
 @njit(cache=True, nogil=True)
@@ -108,13 +108,6 @@ def annulus_level(values, n, read_variance):
 
 
 @njit(cache=True, nogil=True)
-def _delta_erf(u, mu, sigma):
-    """Fraction of a 1-D Gaussian (mu, sigma) inside the pixel centred at integer u."""
-    s = 1.0 / (math.sqrt(2.0) * sigma)
-    return 0.5 * (math.erf((u - mu + 0.5) * s) - math.erf((u - mu - 0.5) * s))
-
-
-@njit(cache=True, nogil=True)
 def integrate_spots(
     image,
     centers,
@@ -207,13 +200,13 @@ def integrate_spots(
         c0 = max(0, cx - psf_half)
         c1 = min(width, cx + psf_half + 1)
         for c in range(c0, c1):
-            psf_cols[c - c0] = _delta_erf(c, x, sigma)
+            psf_cols[c - c0] = delta_erf(c, x, sigma)
         sp = 0.0
         spp = 0.0
         sppp = 0.0
         spd = 0.0
         for r in range(max(0, cy - psf_half), min(height, cy + psf_half + 1)):
-            py = _delta_erf(r, y, sigma)
+            py = delta_erf(r, y, sigma)
             for c in range(c0, c1):
                 p = py * psf_cols[c - c0]
                 sp += p

@@ -1,4 +1,6 @@
-"""Order-statistic kernel shared by detection and photometry (numpy, numba and math only)."""
+"""Small kernels shared by detection and photometry (numpy, numba and math only)."""
+
+import math
 
 from numba import njit
 
@@ -28,3 +30,10 @@ def select_kth(values, n, k):
         else:
             break
     return values[k]
+
+
+@njit(cache=True, nogil=True)
+def delta_erf(u, mu, sigma):
+    """Fraction of a 1-D Gaussian (mu, sigma) inside the pixel centred at integer u."""
+    s = 1.0 / (math.sqrt(2.0) * sigma)
+    return 0.5 * (math.erf((u - mu + 0.5) * s) - math.erf((u - mu - 0.5) * s))
