@@ -170,13 +170,10 @@ class AnalysisSession:
 
     # ------------------------------------------------------------------ helpers
     def _record_gap(self, seq: int) -> None:
-        expected = self._expected_seq
-        if expected is not None and seq > expected:
+        expected = 0 if self._expected_seq is None else self._expected_seq
+        if seq > expected:
             self._add_gap(expected, seq - 1)
-        if expected is None and seq > 0:
-            self._add_gap(0, seq - 1)
-        if expected is None or seq >= expected:
-            self._expected_seq = seq + 1
+        self._expected_seq = max(expected, seq + 1)
 
     def _add_gap(self, first: int, last: int) -> None:
         self.status.gaps += 1
@@ -200,8 +197,12 @@ class AnalysisSession:
         return True
 
     def _camera_config(self) -> dict[str, float | None]:
+        """Camera values from the settings; read noise falls back to the assumed value, never to an estimate."""
         c = self._settings.camera
-        return {"offset_adu": c.offset_adu, "gain_adu_per_e": c.gain_adu_per_e, "read_noise_e": c.read_noise_e}
+        read_noise = c.read_noise_e
+        if read_noise is None and not (self._source.get("camera") or {}).get("read_noise_e"):
+            read_noise = c.assumed_read_noise_e
+        return {"offset_adu": c.offset_adu, "gain_adu_per_e": c.gain_adu_per_e, "read_noise_e": read_noise}
 
     def _start_analysis(self) -> None:
         frames = self._pending
@@ -217,10 +218,7 @@ class AnalysisSession:
             stack = np.stack([f.data for f in frames])
             return estimate_camera_model(stack, assumed_read_noise_e=self._settings.camera.assumed_read_noise_e)
 
-        config = self._camera_config()
-        if config["read_noise_e"] is None and not (self._source.get("camera") or {}).get("read_noise_e"):
-            config["read_noise_e"] = self._settings.camera.assumed_read_noise_e
-        self._camera = resolve_camera_model(self._source.get("camera"), config, estimate)
+        self._camera = resolve_camera_model(self._source.get("camera"), self._camera_config(), estimate)
         logger.info(
             "camera: offset %.2f ADU, gain %.4f ADU/e-, read noise %.2f e- (%s)",
             self._camera.offset_adu,

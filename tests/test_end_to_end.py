@@ -166,3 +166,18 @@ def test_ctrl_c_leaves_a_complete_readable_file(tmp_path):
     assert results.status == "interrupted"
     assert len(results.seq) >= 50
     assert "Traceback" not in stderr
+
+
+def test_metadata_without_read_noise_starts_at_once(small_movie, tmp_path):
+    """Offset and gain from metadata suffice: read noise falls back to the assumed value, no 50-frame buffering."""
+    path, _, _ = small_movie
+    session = AnalysisSession(load_settings(), tmp_path / "r.h5")
+    messages = _session_messages(path)
+    start = next(messages)
+    camera = {k: v for k, v in start.source["camera"].items() if k != "read_noise_e"}
+    session.handle(StartMessage(**{**start.__dict__, "source": {**start.source, "camera": camera}}))
+    session.handle(next(messages))
+    assert session.analyzer is not None
+    assert session.camera.origin["read_noise_e"] == "config"
+    assert session.camera.read_noise_e == load_settings().camera.assumed_read_noise_e
+    session.close("complete")
