@@ -209,22 +209,31 @@ def _warm_up() -> None:
     logger.info("kernels ready in %.1f s", time.monotonic() - started)
 
 
+# Command-line flags that override a [simulation] setting: flag attribute -> (setting, conversion).
+_SIMULATION_FLAGS: dict[str, tuple[str, Any]] = {
+    "frames": ("n_frames", int),
+    "frame_rate": ("frame_rate_hz", float),
+    "unpaced": ("paced", lambda unpaced: not unpaced),
+    "seed": ("seed", int),
+    "size": ("shape_px", tuple),
+    "emitters": ("n_emitters", int),
+}
+
+
+def _with_simulation_flags(settings: Settings, args: argparse.Namespace) -> Settings:
+    """Apply the simulation flags a command has and the user gave (None / False = not given)."""
+    changes = {
+        key: convert(getattr(args, flag))
+        for flag, (key, convert) in _SIMULATION_FLAGS.items()
+        if getattr(args, flag, None) not in (None, False)
+    }
+    return settings.replace("simulation", **changes) if changes else settings
+
+
 # ---------------------------------------------------------------------- commands
 def _cmd_run(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    settings = _with_simulation_flags(_settings(args), args)
     sim = settings.simulation
-    changes: dict[str, Any] = {}
-    if args.frames is not None:
-        changes["n_frames"] = args.frames
-    if args.frame_rate is not None:
-        changes["frame_rate_hz"] = args.frame_rate
-    if args.unpaced:
-        changes["paced"] = False
-    if args.seed is not None:
-        changes["seed"] = args.seed
-    if changes:
-        settings = settings.replace("simulation", **changes)
-        sim = settings.simulation
     out = Path(args.out) if args.out else _default_output()
     _check_output(out, settings)
     truth_path = _truth_path_for(out)
@@ -277,12 +286,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 def _cmd_acquire(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if args.source == "simulated":
-        changes: dict[str, Any] = {}
-        if args.frames is not None:
-            changes["n_frames"] = args.frames
-        if args.unpaced:
-            changes["paced"] = False
-        settings = settings.replace("simulation", **changes) if changes else settings
+        settings = _with_simulation_flags(settings, args)
         spec = SourceSpec.simulated(settings)
     else:
         with contextlib.closing(open_source(args.source)):
@@ -343,19 +347,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    sim = settings.simulation
-    changes: dict[str, Any] = {}
-    if args.frames is not None:
-        changes["n_frames"] = args.frames
-    if args.size is not None:
-        changes["shape_px"] = tuple(args.size)
-    if args.emitters is not None:
-        changes["n_emitters"] = args.emitters
-    if args.seed is not None:
-        changes["seed"] = args.seed
-    if changes:
-        sim = settings.replace("simulation", **changes).simulation
+    sim = _with_simulation_flags(_settings(args), args).simulation
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise UsageError(f"{out} already exists; choose another --out or pass --overwrite")
