@@ -1,12 +1,14 @@
-"""The HDF5 result layout (one table of datasets) and the low-level file operations.
+"""The HDF5 result layout (one table of datasets) and the low-level writing operations.
 
-Private to :mod:`plstream.analysis.results`, which holds the public writer and
-reader. Everything that knows a dataset's path, dtype, shape, fill value or
-chunk shape lives here, in :data:`DATASETS`, so the writer, the reader and the
-documentation test all read the same table.
+Private to :mod:`plstream.analysis.results` (the public writer) and
+:mod:`plstream.analysis.result_reader` (the readers). Everything that knows a
+dataset's path, dtype, shape, fill value or chunk shape lives here, in
+:data:`DATASETS`, so the writer, the reader and the documentation test all
+read the same table.
 
 Axis letters in :attr:`DatasetSpec.axes`: ``T`` frames analyzed, ``S`` spots,
-``G`` gaps, a digit a fixed length.
+``G`` gaps (these three grow), ``H`` and ``W`` the frame's rows and columns
+(fixed when the file is created), a digit a fixed length.
 """
 
 from __future__ import annotations
@@ -25,7 +27,17 @@ import numpy as np
 from h5py import h5s
 
 LAYOUT_VERSION = 1
-"""Version of the result layout this code writes and the newest it reads."""
+"""Version of the result layout this code writes and the newest it reads (history: ``docs/result_layout.md``)."""
+OLDEST_LAYOUT_VERSION = 1
+"""The oldest layout version this code reads."""
+
+FloatArray = np.ndarray
+"""float32 or float64 array (dtype as stated per field)."""
+IntArray = np.ndarray
+"""int8 or int64 array (dtype as stated per field)."""
+FrameShape = tuple[int, int]
+"""(rows, columns) of the source's frames, px."""
+_Storage = tuple[tuple[int, ...], tuple[Any, ...], tuple[int, ...]]
 
 COMMIT_PATH = "/stream/committed"
 COMMIT_DTYPE = np.dtype(
@@ -63,14 +75,11 @@ _CHUNK_T2D, _CHUNK_S2D = 256, 64
 _CHUNK_1D = 4096
 _CHUNK_SPOTS = 1024
 _CHUNK_GAPS = 256
+_CHUNK_IMAGE = 256  # (H, W) images in tiles of at most 256 x 256 (256 KiB of float32)
 # Per-dataset chunk cache: one block of 256 frames x 5000 spots of float64
 # spans at most 2 x 79 chunks of 128 KiB (~20 MiB); partial chunks stay cached.
 CHUNK_CACHE_BYTES = 32 * 2**20
 CHUNK_CACHE_SLOTS = 10007
-
-
-class ResultFileError(ValueError):
-    """A file that is not a readable plstream result file (the message names it and why)."""
 
 
 @dataclass(frozen=True)
@@ -83,7 +92,8 @@ class DatasetSpec:
         Absolute path in the file, e.g. ``/traces/intensity``.
     dtype : numpy.dtype
     axes : tuple of str
-        ``T``, ``S``, ``G`` or a fixed length as a digit string.
+        ``T``, ``S``, ``G`` (growing), ``H``, ``W`` (the frame shape) or a
+        fixed length as a digit string.
     fill : float or int
         The HDF5 fill value: what a reader sees where nothing was written.
     units : str
@@ -112,11 +122,23 @@ class DatasetSpec:
         return "S" in self.axes
 
     @property
-    def chunks(self) -> tuple[int, ...]:
+    def is_image(self) -> bool:
+        """An (H, W) image: written only when the writer knows the frame shape (plstream >= 0.2)."""
+        return self.axes == ("H", "W")
+
+    def storage(self, frame_shape: FrameShape | None = None) -> _Storage:
+        """(initial shape, maximum shape (None = unlimited), chunk shape); images need ``frame_shape``."""
+        if self.is_image:
+            if frame_shape is None:
+                raise ValueError(f"{self.path} is an (H, W) image: its size needs the frame shape")
+            rows, cols = frame_shape
+            return (rows, cols), (rows, cols), (min(rows, _CHUNK_IMAGE), min(cols, _CHUNK_IMAGE))
+        shape = tuple(0 if a in "TSG" else int(a) for a in self.axes)
+        maxshape = tuple(None if a in "TSG" else int(a) for a in self.axes)
         if self.axes == ("T", "S"):
-            return (_CHUNK_T2D, _CHUNK_S2D)
+            return shape, maxshape, (_CHUNK_T2D, _CHUNK_S2D)
         first = {"T": _CHUNK_1D, "S": _CHUNK_SPOTS, "G": _CHUNK_GAPS}[self.axes[0]]
-        return (first, *(int(a) for a in self.axes[1:]))
+        return shape, maxshape, (first, *(int(a) for a in self.axes[1:]))
 
 
 def _spec(path: str, dtype: str, axes: str, fill: float | int, units: str, field: str, description: str) -> DatasetSpec:
@@ -143,11 +165,24 @@ DATASETS: tuple[DatasetSpec, ...] = (
     _spec("/frames/seq", "<i8", "T", -1, "1", "seq", "source sequence number of the frame"),
     _spec("/frames/timestamp", "<f8", "T", _NAN, "s", "timestamp", "source timestamp of the frame"),
     _spec("/stream/gaps", "<i8", "G,2", -1, "1", "gaps", "[first_missing_seq, last_missing_seq] per gap"),
+    # Layout 2:
+    _spec(
+        "/images/mean",
+        "<f4",
+        "H,W",
+        _NAN,
+        "photons/px/frame",
+        "mean_image",
+        "drift-corrected mean image in reference-frame coordinates (rewritten at each flush)",
+    ),
 )
 FRAME_DATASETS = tuple(s for s in DATASETS if s.per_frame)
 TRACE_DATASETS = tuple(s for s in FRAME_DATASETS if s.per_spot)
 SPOT_DATASETS = tuple(s for s in DATASETS if s.axes == ("S",))
 GAP_DATASET = next(s for s in DATASETS if s.axes[0] == "G")
+MEAN_IMAGE_DATASET = next(s for s in DATASETS if s.field == "mean_image")
+#: Datasets every result file has; the images exist only in files whose writer knew the frame shape.
+REQUIRED_DATASETS = tuple(s for s in DATASETS if not s.is_image)
 
 
 def utc_now() -> str:
@@ -155,22 +190,27 @@ def utc_now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
-def _file_access(**kwargs: Any) -> dict[str, Any]:
+def file_access(**kwargs: Any) -> dict[str, Any]:
+    """``h5py.File`` keyword arguments: the chunk cache size, plus ``kwargs``."""
     return {"rdcc_nbytes": CHUNK_CACHE_BYTES, "rdcc_nslots": CHUNK_CACHE_SLOTS, **kwargs}
 
 
-def create_result_file(path: Path, attrs: dict[str, Any], *, overwrite: bool) -> h5py.File:
+def create_result_file(
+    path: Path, attrs: dict[str, Any], *, overwrite: bool, frame_shape: FrameShape | None = None
+) -> h5py.File:
     """Create every group, dataset and attribute, then switch to SWMR mode.
 
+    The (H, W) image datasets are created only when ``frame_shape`` is given.
     Nothing may be created after this returns (SWMR forbids new objects).
     """
-    f = h5py.File(path, "w" if overwrite else "x", libver="latest", **_file_access())
+    f = h5py.File(path, "w" if overwrite else "x", libver="latest", **file_access())
     try:
         for spec in DATASETS:
-            shape = tuple(0 if a in "TSG" else int(a) for a in spec.axes)
-            maxshape = tuple(None if a in "TSG" else int(a) for a in spec.axes)
+            if spec.is_image and frame_shape is None:
+                continue
+            shape, maxshape, chunks = spec.storage(frame_shape)
             d = f.create_dataset(
-                spec.path, shape=shape, maxshape=maxshape, dtype=spec.dtype, chunks=spec.chunks, fillvalue=spec.fill
+                spec.path, shape=shape, maxshape=maxshape, dtype=spec.dtype, chunks=chunks, fillvalue=spec.fill
             )
             d.attrs["units"] = spec.units
             d.attrs["description"] = spec.description
@@ -247,7 +287,8 @@ def commit_record(frames: int, spots: int, gaps: int, *, writer_closed: bool) ->
     return rec
 
 
-def _is_lock_error(exc: OSError) -> bool:
+def is_lock_error(exc: OSError) -> bool:
+    """The error of opening a file that another process holds locked."""
     return exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK) or "unable to lock file" in str(exc)
 
 
@@ -265,7 +306,7 @@ def write_final_attrs(path: Path, attrs: dict[str, Any], *, timeout_s: float) ->
             unlocked = False
             break
         except OSError as exc:
-            if not _is_lock_error(exc):
+            if not is_lock_error(exc):
                 raise
             if time.monotonic() >= deadline:
                 f = h5py.File(path, "r+", locking=False)
@@ -276,85 +317,6 @@ def write_final_attrs(path: Path, attrs: dict[str, Any], *, timeout_s: float) ->
         for key, value in attrs.items():
             f.attrs[key] = value
     return unlocked
-
-
-# ---------------------------------------------------------------------- reading
-def _has_hdf5_signature(path: Path) -> bool:
-    signature = b"\x89HDF\r\n\x1a\n"
-    with open(path, "rb") as fh:
-        offset = 0
-        while True:
-            fh.seek(offset)
-            head = fh.read(8)
-            if head == signature:
-                return True
-            if len(head) < 8:
-                return False
-            offset = 512 if offset == 0 else offset * 2
-
-
-def open_for_reading(path: Path, *, swmr_only: bool = False, lock_timeout_s: float = 2.0) -> tuple[h5py.File, bool]:
-    """Open a result file read-only; returns the file and whether it was opened with ``swmr=True``.
-
-    A plain open fails on a file whose SWMR writer is still running or was
-    killed ("file is already open for write": the consistency flag is still
-    set); such a file is reopened with ``swmr=True``, which HDF5 guarantees to
-    be readable. ``swmr_only`` skips the plain open (live readers). A file
-    that is locked for a moment (being created or finalized) is retried for
-    ``lock_timeout_s``.
-    """
-    if not path.exists():
-        raise FileNotFoundError(errno.ENOENT, f"no result file at {path}", str(path))
-    if path.is_dir():
-        raise IsADirectoryError(errno.EISDIR, f"{path} is a folder, not a result file", str(path))
-    deadline = time.monotonic() + lock_timeout_s
-    while True:
-        plain_exc: OSError | None = None
-        if not swmr_only:
-            try:
-                return h5py.File(path, "r", **_file_access()), False
-            except OSError as exc:
-                plain_exc = exc
-        try:
-            return h5py.File(path, "r", swmr=True, libver="latest", **_file_access()), True
-        except OSError as swmr_exc:
-            locked = _is_lock_error(swmr_exc) and (plain_exc is None or _is_lock_error(plain_exc))
-            if locked and time.monotonic() < deadline:
-                time.sleep(0.02)
-                continue
-            if not _has_hdf5_signature(path):
-                raise ResultFileError(f"{path} is not an HDF5 file; give the .h5 file plstream wrote") from None
-            first = f"{plain_exc} (and with swmr=True: {swmr_exc})" if plain_exc else str(swmr_exc)
-            raise ResultFileError(f"cannot open the result file {path}: {first}") from swmr_exc
-
-
-def attr_value(value: Any) -> Any:
-    """An HDF5 attribute as a plain Python value."""
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def read_commit(f: h5py.File) -> dict[str, Any]:
-    """The commit record as a dict (frames, spots, gaps, flush_unix_s, writer_closed)."""
-    rec = f[COMMIT_PATH][()]
-    return {name: rec[name].item() for name in COMMIT_DTYPE.names}
-
-
-def json_attr(attrs: dict[str, Any], key: str) -> dict[str, Any]:
-    """Parse the JSON string attribute ``key`` ({} when absent)."""
-    text = attrs.get(key)
-    if text in (None, ""):
-        return {}
-    try:
-        value = json.loads(text)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"attribute {key} is not valid JSON: {exc}") from exc
-    return value if isinstance(value, dict) else {"value": value}
 
 
 # ---------------------------------------------------------------------- batching
@@ -438,7 +400,7 @@ SpotTable = tuple[np.ndarray, np.ndarray, np.ndarray]
 class FileSink:
     """The writer thread's side of an open SWMR result file.
 
-    Writes blocks of frames, the spot table and gaps, and commits. Used by one
+    Writes blocks of frames, the spot table, gaps and the mean image, and commits. Used by one
     thread only. :attr:`where` names the dataset and frame of the operation in
     progress, for error messages. Uses h5py's low-level calls (``set_extent``,
     hyperslab ``write``): 3-6x less overhead per call than slicing syntax.
@@ -454,7 +416,7 @@ class FileSink:
     def __init__(self, f: h5py.File, before_io: Any) -> None:
         self.file = f
         self._before_io = before_io
-        self._ids = {spec.path: f[spec.path].id for spec in DATASETS}
+        self._ids = {spec.path: f[spec.path].id for spec in DATASETS if spec.path in f}
         self._commit_id = f[COMMIT_PATH].id
         self.frames = 0
         self.spots = 0
@@ -511,11 +473,20 @@ class FileSink:
                 self._write(spec.path, source, (n, *source.shape[1:]), (t0, *(0 for _ in source.shape[1:])))
         self.frames = t1
 
-    def commit(self, spots: SpotTable | None, gaps: list[tuple[int, int]], *, final: bool) -> None:
-        """Write the spot table and gaps, flush, then write and flush the commit record.
+    def commit(
+        self,
+        spots: SpotTable | None,
+        gaps: list[tuple[int, int]],
+        mean_image: FloatArray | None = None,
+        *,
+        final: bool,
+    ) -> None:
+        """Write the spot table, gaps and mean image, flush, then write and flush the commit record.
 
         Spots the caller's table does not cover yet (seen only in records)
         get NaN positions and the frame where they first appeared.
+        ``mean_image`` ((H, W) float32, or None to keep the last one) needs a
+        file created with a frame shape.
         """
         t = self.frames
         if spots is not None:
@@ -540,6 +511,10 @@ class FileSink:
             self._ids[GAP_DATASET.path].set_extent((self.gaps + len(rows), 2))
             self._write(GAP_DATASET.path, rows, rows.shape, (self.gaps, 0))
             self.gaps += len(rows)
+        if mean_image is not None:
+            path = MEAN_IMAGE_DATASET.path
+            self._at("write", path, t)
+            self._write(path, mean_image, mean_image.shape, (0, 0))
         self._at("flush", "(flush)", t)
         self.file.flush()  # the data first ...
         self._at("write", COMMIT_PATH, t)
@@ -547,68 +522,3 @@ class FileSink:
         self._commit_id.write(h5s.ALL, h5s.ALL, record)
         self._at("flush", "(flush)", t)
         self.file.flush()  # ... then the record that vouches for them
-
-
-def read_limits(f: h5py.File, commit: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The commit record (read now unless given), with counts clamped to the datasets' extents.
-
-    Rows past ``frames`` (and columns past ``spots``) may exist after a crash
-    mid-flush, holding fill values; readers never return them.
-    """
-    commit = read_commit(f) if commit is None else commit
-    frames = min([commit["frames"], *(f[s.path].shape[0] for s in FRAME_DATASETS)])
-    spots = min([commit["spots"], *(f[s.path].shape[-1] for s in DATASETS if s.per_spot)])
-    gaps = min(commit["gaps"], f[GAP_DATASET.path].shape[0])
-    return {**commit, "frames": frames, "spots": spots, "gaps": gaps}
-
-
-def check_layout(path: Path, attrs: dict[str, Any], plstream_version: str) -> int:
-    """The file's layout version, or ResultFileError if this code cannot read it."""
-    if "layout_version" not in attrs:
-        raise ResultFileError(f"{path} is not a plstream result file (it has no layout_version attribute)")
-    version = int(attrs["layout_version"])
-    if version > LAYOUT_VERSION:
-        raise ResultFileError(
-            f"{path} uses result layout version {version}, but this plstream ({plstream_version}) reads "
-            f"versions up to {LAYOUT_VERSION}; upgrade plstream to read it"
-        )
-    if version < 1:
-        raise ResultFileError(f"{path} has an invalid result layout version {version}")
-    return version
-
-
-def read_fields(f: h5py.File, path: Path, limits: dict[str, Any], *, start: int = 0) -> dict[str, Any]:
-    """Everything a ``Results`` holds, as a dict of its fields.
-
-    Frames ``start .. limits["frames"]-1``, spots ``0 .. limits["spots"]-1``.
-    """
-    attrs = {key: attr_value(value) for key, value in f.attrs.items()}
-    missing = sorted(s.path for s in DATASETS if s.path not in f)
-    if missing:
-        raise ResultFileError(f"{path} lacks the datasets {', '.join(missing)}; it is not a complete result file")
-    t0, t1, s = min(start, limits["frames"]), limits["frames"], limits["spots"]
-    out: dict[str, Any] = {}
-    for spec in DATASETS:
-        d = f[spec.path]
-        if spec.axes == ("T", "S"):
-            out[spec.field] = d[t0:t1, :s] if s else np.zeros((t1 - t0, 0), dtype=spec.dtype)
-        elif spec.per_frame:
-            out[spec.field] = d[t0:t1]
-        elif spec.axes == ("S",):
-            out[spec.field] = d[:s]
-        else:
-            out[spec.field] = d[: limits["gaps"]]
-    try:
-        parsed = {name: json_attr(attrs, f"{name}_json") for name in ("settings", "source", "camera", "summary")}
-    except ValueError as exc:
-        raise ResultFileError(f"{path}: {exc}") from exc
-    status = str(attrs.get("status", "running"))
-    return {
-        **out,
-        **parsed,
-        "attrs": attrs,
-        "status": status,
-        "complete": status == "complete",
-        "writer_closed": bool(limits["writer_closed"]),
-        "first_frame": t0,
-    }

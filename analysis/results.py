@@ -1,4 +1,4 @@
-"""The HDF5 result file: its versioned layout, the streaming writer and the readers.
+"""The HDF5 result file: its versioned layout, the streaming writer, and (re-exported) the readers.
 
 The layout is a public contract (``docs/result_layout.md``, :data:`LAYOUT_VERSION`).
 Coordinates: x = column, y = row, pixel centres at integers; frame 0 is the
@@ -8,13 +8,16 @@ Writing is crash-safe: the file is in SWMR mode while the run is live, a
 writer thread batches frames and flushes every ``flush_interval_s``, and after
 each flush it rewrites ``/stream/committed`` (frames, spots and gaps that are
 complete). A run killed with ``kill -9`` leaves every frame up to its last
-flush, readable by :func:`load_results`.
+flush, readable by :func:`load_results`. The readers (:class:`Results`,
+:func:`load_results`, :class:`ResultFollower`) live in
+:mod:`plstream.analysis.result_reader` and are importable from here.
 
 Examples
 --------
->>> with ResultWriter("run.h5", run_info={"settings_json": "{}"}) as writer:  # doctest: +SKIP
+>>> with ResultWriter("run.h5", run_info={"settings_json": "{}"}, frame_shape=(512, 512)) as writer:  # doctest: +SKIP
 ...     writer.append(record)          # one FrameRecord per analyzed frame
 ...     writer.set_spots(x, y, first)  # the latest spot table
+...     writer.set_mean_image(mean)    # the latest (512, 512) mean image
 >>> results = load_results("run.h5")  # doctest: +SKIP
 >>> results.intensity.shape            # doctest: +SKIP
 (T, S)
@@ -31,12 +34,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import h5py
 import numpy as np
 
 from plstream import __version__
 from plstream.analysis import _results_io as _io
-from plstream.analysis._results_io import LAYOUT_VERSION, ResultFileError
+from plstream.analysis._results_io import LAYOUT_VERSION, FloatArray, FrameShape, IntArray
+from plstream.analysis.result_reader import ResultFileError, ResultFollower, Results, load_results
 
 __all__ = [
     "LAYOUT_VERSION",
@@ -50,11 +53,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-FloatArray = np.ndarray
-"""float32 or float64 array (dtype as stated per field)."""
-IntArray = np.ndarray
-"""int8 or int64 array (dtype as stated per field)."""
 
 _TRACE_FIELDS = tuple(s.field for s in _io.TRACE_DATASETS)
 
@@ -133,7 +131,8 @@ class ResultWriter:
     writes blocks as they fill and, every ``flush_interval_s``, writes the
     partial block, the spot table and the gaps, flushes, and then commits
     (``/stream/committed``). Only committed data count after a crash.
-    Call ``append``, ``set_spots``, ``add_gap`` and ``close`` from one thread.
+    Call ``append``, ``set_spots``, ``set_mean_image``, ``add_gap`` and
+    ``close`` from one thread.
 
     Parameters
     ----------
@@ -160,6 +159,9 @@ class ResultWriter:
     finalize_timeout_s : float
         How long ``close`` retries to reopen a file that a live reader keeps
         locked before writing the final attributes without locking.
+    frame_shape : (int, int), optional
+        (rows, columns) of the source's frames, px. Creates ``/images/mean``
+        for :meth:`set_mean_image`; without it the file has no image.
 
     Raises
     ------
@@ -181,16 +183,19 @@ class ResultWriter:
         rows_per_block: int = 256,
         max_buffer_bytes: int = 256 * 2**20,
         finalize_timeout_s: float = 5.0,
+        frame_shape: FrameShape | None = None,
     ) -> None:
         if not flush_interval_s > 0:
             raise ValueError(f"flush_interval_s must be > 0 s, got {flush_interval_s}")
         if rows_per_block < 1:
             raise ValueError(f"rows_per_block must be >= 1, got {rows_per_block}")
+        self.frame_shape = _checked_frame_shape(frame_shape)
+        """(rows, columns) of the mean image, or None when the file has none."""
         self.path = Path(path)
         attrs = _io.creation_attrs(run_info, __version__)
         _io.check_destination(self.path, overwrite)
         try:
-            h5file = _io.create_result_file(self.path, attrs, overwrite=overwrite)
+            h5file = _io.create_result_file(self.path, attrs, overwrite=overwrite, frame_shape=self.frame_shape)
         except FileExistsError as exc:
             raise FileExistsError(f"{self.path} already exists; choose another --out or pass --overwrite") from exc
         except OSError as exc:
@@ -208,6 +213,7 @@ class ResultWriter:
         self._free: list[_io.FrameBlock] = []
         self._n_blocks = 1
         self._pending_spots: _io.SpotTable | None = None
+        self._pending_mean: FloatArray | None = None
         self._pending_gaps: list[tuple[int, int]] = []
         self._closing = False
         self._error: ResultWriteError | None = None
@@ -303,6 +309,28 @@ class ResultWriter:
         self._table_spots = len(x)
         with self._cond:
             self._pending_spots = (x, y, ff)
+
+    def set_mean_image(self, image: FloatArray) -> None:
+        """Give the latest drift-corrected mean image; written at the next flush, replacing the last one.
+
+        Parameters
+        ----------
+        image : (H, W) array
+            Photons/px/frame in reference-frame coordinates, shaped like
+            ``frame_shape``; copied (stored as float32), so the caller may reuse it.
+        """
+        if self._closed:
+            raise RuntimeError(f"set_mean_image() after close() on the result writer for {self.path}")
+        if self.frame_shape is None:
+            raise ValueError(
+                f"the result writer for {self.path} was created without frame_shape, so the file has no "
+                "/images/mean; pass frame_shape=(rows, columns) to ResultWriter"
+            )
+        mean = np.array(image, dtype=np.float32, copy=True)
+        if mean.shape != self.frame_shape:
+            raise ValueError(f"the mean image has shape {mean.shape}; expected the frame shape {self.frame_shape}")
+        with self._cond:
+            self._pending_mean = mean
 
     def add_gap(self, first_missing_seq: int, last_missing_seq: int) -> None:
         """Record that source frames ``first_missing_seq..last_missing_seq`` (inclusive) never arrived."""
@@ -462,9 +490,10 @@ class ResultWriter:
                 if due and drained and self._current.n_rows:
                     blocks.append(self._current)
                     self._current = self._take_block()
-                spots, gaps = (self._pending_spots, self._pending_gaps) if due else (None, [])
+                spots, gaps, mean = None, [], None
                 if due:
-                    self._pending_spots, self._pending_gaps = None, []
+                    spots, gaps, mean = self._pending_spots, self._pending_gaps, self._pending_mean
+                    self._pending_spots, self._pending_gaps, self._pending_mean = None, [], None
             for block in blocks:
                 self._sink.write_block(block)
                 block.reset()
@@ -473,15 +502,17 @@ class ResultWriter:
                     self._free.extend(blocks)
                     self._cond.notify_all()
             if due:
-                self._commit(spots, gaps, final=final)
+                self._commit(spots, gaps, mean, final=final)
                 next_flush = time.monotonic() + self._flush_interval_s
             if final:
                 self._sink.file.close()
                 return
 
-    def _commit(self, spots: _io.SpotTable | None, gaps: list[tuple[int, int]], *, final: bool) -> None:
+    def _commit(
+        self, spots: _io.SpotTable | None, gaps: list[tuple[int, int]], mean: FloatArray | None, *, final: bool
+    ) -> None:
         started = time.monotonic()
-        self._sink.commit(spots, gaps, final=final)
+        self._sink.commit(spots, gaps, mean, final=final)
         took = time.monotonic() - started
         self._stats["flushes"] += 1
         self._stats["max_flush_s"] = max(self._stats["max_flush_s"], round(took, 4))
@@ -496,192 +527,14 @@ class ResultWriter:
                 logger.exception("the on_flush callback of the result writer failed")
 
 
-# ---------------------------------------------------------------------- reading
-@dataclass(frozen=True)
-class Results:
-    """A result file's contents as numpy arrays (shapes as in ``docs/result_layout.md``).
-
-    Per-frame arrays have T rows (frames ``first_frame .. first_frame+T-1``),
-    per-spot arrays S entries or columns. Entries for frames before a spot
-    was discovered are NaN (float), 0 (``fit_success``) or -1 (``state``).
-
-    Attributes
-    ----------
-    path : Path
-    status : str
-        "complete", "interrupted", "error", or "running" (still being written,
-        or the writer died: the data end at its last flush).
-    complete : bool
-        ``status == "complete"``.
-    layout_version : int
-    attrs : dict
-        All root attributes as Python values.
-    settings, source, camera, summary : dict
-        The parsed ``*_json`` attributes ({} when absent).
-    writer_closed : bool
-        The writer wrote all its data (even if the final attributes are missing).
-    opened_swmr : bool
-        The file had to be opened with ``swmr=True`` (live or crashed writer).
-    first_frame : int
-        Index of the first frame in the per-frame arrays (0 from ``load_results``).
-    """
-
-    path: Path
-    status: str
-    complete: bool
-    layout_version: int
-    attrs: dict[str, Any]
-    settings: dict[str, Any]
-    source: dict[str, Any]
-    camera: dict[str, Any]
-    summary: dict[str, Any]
-    writer_closed: bool
-    opened_swmr: bool
-    first_frame: int
-    spots_x: FloatArray
-    spots_y: FloatArray
-    spots_first_frame: IntArray
-    drift_xy: FloatArray
-    intensity: FloatArray
-    background: FloatArray
-    weighted: FloatArray
-    fit_x: FloatArray
-    fit_y: FloatArray
-    fit_amplitude: FloatArray
-    fit_sigma: FloatArray
-    fit_background: FloatArray
-    fit_uncertainty: FloatArray
-    fit_success: IntArray
-    state: IntArray
-    seq: IntArray
-    timestamp: FloatArray
-    gaps: IntArray
-
-    @property
-    def n_frames(self) -> int:
-        """T, the number of frames in these arrays."""
-        return int(self.seq.shape[0])
-
-    @property
-    def n_spots(self) -> int:
-        """S, the number of spots."""
-        return int(self.spots_x.shape[0])
-
-
-def _results_from(f: h5py.File, path: Path, opened_swmr: bool, limits: dict[str, Any], start: int = 0) -> Results:
-    fields = _io.read_fields(f, path, limits, start=start)
-    version = _io.check_layout(path, fields["attrs"], __version__)
-    return Results(path=path, layout_version=version, opened_swmr=opened_swmr, **fields)
-
-
-def load_results(path: str | os.PathLike[str]) -> Results:
-    """Read a whole result file.
-
-    A file whose writer is still running, or was killed, cannot be opened
-    normally (HDF5's consistency flag is still set); it is then opened with
-    ``swmr=True``, and what is returned is everything up to the writer's
-    last flush (``status == "running"``).
-
-    Raises
-    ------
-    FileNotFoundError
-        No file at ``path``.
-    ResultFileError (a ValueError)
-        Not HDF5, not a plstream result file, or a newer layout version than
-        this plstream reads (the message says to upgrade).
-    """
-    path = Path(path)
-    f, opened_swmr = _io.open_for_reading(path)
-    with f:
-        _io.check_layout(path, {k: _io.attr_value(v) for k, v in f.attrs.items()}, __version__)
-        return _results_from(f, path, opened_swmr, _io.read_limits(f))
-
-
-class ResultFollower:
-    """Follows a result file while it is being written (e.g. for a dashboard).
-
-    Opens the file with ``swmr=True``; :meth:`refresh` picks up what the
-    writer has committed since; :meth:`read` returns it. Once the writer has
-    written its last data, the follower lets go of the file so the writer can
-    write the final attributes; :attr:`finished` is then True and
-    :meth:`read` reopens the file briefly. Use on a local disk only (SWMR
-    does not work over NFS/SMB).
-
-    Examples
-    --------
-    >>> with ResultFollower("run.h5") as live:  # doctest: +SKIP
-    ...     shown = 0
-    ...     while not live.finished:
-    ...         if live.refresh():
-    ...             new = live.read(start=shown)  # frames shown .. live.n_frames-1
-    ...             shown = live.n_frames
-    ...         time.sleep(0.5)
-    """
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-        self._file: h5py.File | None
-        self._file, _ = _io.open_for_reading(self.path, swmr_only=True)
-        try:
-            _io.check_layout(self.path, {k: _io.attr_value(v) for k, v in self._file.attrs.items()}, __version__)
-            self._limits = _io.read_limits(self._file)
-        except BaseException:
-            self.close()
-            raise
-        if self._limits["writer_closed"]:
-            self.close()
-
-    def __enter__(self) -> ResultFollower:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    @property
-    def n_frames(self) -> int:
-        """Frames committed as of the last refresh."""
-        return int(self._limits["frames"])
-
-    @property
-    def n_spots(self) -> int:
-        """Spots committed as of the last refresh."""
-        return int(self._limits["spots"])
-
-    @property
-    def finished(self) -> bool:
-        """The writer has written all its data (or the follower was closed)."""
-        return self._file is None
-
-    @property
-    def last_flush_unix_s(self) -> float:
-        """When the writer last committed (Unix time, s): a heartbeat; a stale one means a dead writer."""
-        return float(self._limits["flush_unix_s"])
-
-    def refresh(self) -> int:
-        """Pick up the writer's latest commit; returns how many new frames it brought."""
-        f = self._file
-        if f is None:
-            return 0
-        f[_io.COMMIT_PATH].refresh()  # the commit record first: the data it vouches for are on disk
-        commit = _io.read_commit(f)
-        for spec in _io.DATASETS:
-            f[spec.path].refresh()
-        before = self.n_frames
-        self._limits = _io.read_limits(f, commit)
-        if self._limits["writer_closed"]:
-            self.close()
-        return self.n_frames - before
-
-    def read(self, start: int = 0) -> Results:
-        """Frames ``start .. n_frames-1`` and the spot table, as of the last :meth:`refresh`."""
-        if self._file is not None:
-            return _results_from(self._file, self.path, True, self._limits, start)
-        f, opened_swmr = _io.open_for_reading(self.path)
-        with f:
-            return _results_from(f, self.path, opened_swmr, self._limits, start)
-
-    def close(self) -> None:
-        """Let go of the file (idempotent)."""
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+def _checked_frame_shape(frame_shape: Any) -> FrameShape | None:
+    """``frame_shape`` as a tuple of two positive ints, or None; ValueError naming the problem."""
+    if frame_shape is None:
+        return None
+    try:
+        rows, cols = (int(n) for n in frame_shape)
+    except (TypeError, ValueError):
+        raise ValueError(f"frame_shape must be (rows, columns), got {frame_shape!r}") from None
+    if rows < 1 or cols < 1:
+        raise ValueError(f"frame_shape must be two positive pixel counts (rows, columns), got {frame_shape!r}")
+    return rows, cols

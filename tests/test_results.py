@@ -499,6 +499,124 @@ def test_slow_flush_is_logged_with_its_duration(tmp_path, caplog):
     assert json.loads(load_results(tmp_path / "run.h5").attrs["writer_json"])["slow_flushes"] >= 1
 
 
+# ---------------------------------------------------------------------- mean image (added in plstream 0.2)
+def mean_image(k: float, shape: tuple[int, int] = (5, 7)) -> np.ndarray:
+    """A known (H, W) image: k + row / 8 + column / 64 (exact in float32)."""
+    rows, cols = np.indices(shape)
+    return (k + rows / 8 + cols / 64).astype(np.float32)
+
+
+def test_mean_image_round_trip_keeps_the_latest_image(tmp_path):
+    path = tmp_path / "run.h5"
+    with ResultWriter(path, run_info=RUN_INFO, flush_interval_s=0.02, rows_per_block=8, frame_shape=(5, 7)) as writer:
+        write_run(writer, range(30))
+        writer.set_mean_image(mean_image(1.0))
+        scratch = mean_image(2.0).astype(np.float64)
+        writer.set_mean_image(scratch)  # float64 is stored as float32; the latest image wins
+        scratch[:] = -1  # the writer copied it
+    results = load_results(path)
+    assert results.layout_version == LAYOUT_VERSION == 1
+    assert results.mean_image is not None and results.mean_image.dtype == np.float32
+    np.testing.assert_array_equal(results.mean_image, mean_image(2.0))
+    assert_frames_match(results)
+    with h5py.File(path, "r") as f:
+        d = f["/images/mean"]
+        assert d.shape == (5, 7) and d.attrs["units"] == "photons/px/frame"
+        assert f.attrs["layout_version"] == LAYOUT_VERSION
+
+
+def test_mean_image_is_nan_until_one_is_handed_over(tmp_path):
+    path = tmp_path / "run.h5"
+    with ResultWriter(path, run_info={}, frame_shape=(3, 2)) as writer:
+        write_run(writer, range(3))
+    image = load_results(path).mean_image
+    assert image is not None and image.shape == (3, 2) and np.all(np.isnan(image))
+
+
+def test_a_writer_without_frame_shape_writes_no_image(tmp_path):
+    path = tmp_path / "run.h5"
+    with ResultWriter(path, run_info={}) as writer:
+        write_run(writer, range(5))
+        with pytest.raises(ValueError, match=r"created without frame_shape.*pass frame_shape=\(rows, columns\)"):
+            writer.set_mean_image(np.zeros((2, 2)))
+    with h5py.File(path, "r") as f:
+        assert "/images/mean" not in f and f.attrs["layout_version"] == LAYOUT_VERSION
+    results = load_results(path)
+    assert results.mean_image is None and results.n_frames == 5
+    assert_frames_match(results)
+
+
+def test_mean_image_invalid_use_is_refused_with_a_reason(tmp_path):
+    for bad in [(0, 5), (5,), (4, 6, 1), "ab", 7]:
+        with pytest.raises(ValueError, match="frame_shape must be"):
+            ResultWriter(tmp_path / "bad.h5", run_info={}, frame_shape=bad)
+    assert not (tmp_path / "bad.h5").exists()
+    writer = ResultWriter(tmp_path / "run.h5", run_info={}, frame_shape=(4, 6))
+    with pytest.raises(ValueError, match=r"shape \(6, 4\); expected the frame shape \(4, 6\)"):
+        writer.set_mean_image(np.zeros((6, 4)))
+    writer.close("complete", {})
+    with pytest.raises(RuntimeError, match=r"set_mean_image\(\) after close"):
+        writer.set_mean_image(np.zeros((4, 6)))
+
+
+def test_a_layout_1_file_still_loads_without_a_mean_image(tmp_path):
+    path = tmp_path / "v1.h5"
+    with ResultWriter(path, run_info=RUN_INFO) as writer:  # no frame_shape: exactly the layout 1 datasets
+        write_run(writer, range(60))
+        writer.add_gap(70, 71)
+        writer.set_spots(*spot_table(n_spots_at(59)))
+    with h5py.File(path, "r+") as f:
+        f.attrs["layout_version"] = 1
+        assert {s.path for s in _results_io.REQUIRED_DATASETS} <= set(_paths(f))
+    for results in (load_results(path), ResultFollower(path).read()):
+        assert results.layout_version == 1 and results.mean_image is None
+        assert results.status == "complete" and results.n_frames == 60
+        assert_frames_match(results)
+        assert_spots_match(results)
+
+
+def test_an_invalid_old_layout_version_is_named(tmp_path):
+    path = tmp_path / "v0.h5"
+    ResultWriter(path, run_info={}).close("complete", {})
+    with h5py.File(path, "r+") as f:
+        f.attrs["layout_version"] = 0
+    with pytest.raises(ResultFileError, match="invalid result layout version 0"):
+        load_results(path)
+
+
+def test_a_follower_sees_the_mean_image_after_each_flush(tmp_path):
+    path = tmp_path / "run.h5"
+    writer = ResultWriter(path, run_info={}, flush_interval_s=0.02, rows_per_block=8, frame_shape=(5, 7))
+    try:
+        write_run(writer, range(10))
+        with ResultFollower(path) as follower:
+            wait_for(lambda: (follower.refresh(), follower.n_frames)[1] >= 10, "the follower to see 10 frames")
+            before = follower.read().mean_image
+            assert before is not None and before.shape == (5, 7) and np.all(np.isnan(before))
+            for k, frames in [(1.0, range(10, 20)), (2.0, range(20, 30))]:
+                writer.set_mean_image(mean_image(k))
+                write_run(writer, frames)  # a commit that counts these frames wrote the image before them
+                wait_for(lambda: (follower.refresh(), follower.n_frames)[1] >= frames.stop, f"frame {frames.stop}")
+                np.testing.assert_array_equal(follower.read(start=frames.start).mean_image, mean_image(k))
+            writer.set_mean_image(mean_image(3.0))
+            closer = threading.Thread(target=writer.close, args=("complete", {}))
+            closer.start()  # the last image is written at close
+            wait_for(lambda: (follower.refresh(), follower.finished)[1], "the follower to see the writer close")
+            closer.join(timeout=30)
+            assert not closer.is_alive()
+            final = follower.read()
+            assert final.status == "complete" and final.n_frames == 30
+            np.testing.assert_array_equal(final.mean_image, mean_image(3.0))
+    finally:
+        writer.close("error", {})
+
+
+def _paths(f: h5py.File) -> list[str]:
+    found: list[str] = []
+    f.visititems(lambda name, obj: found.append("/" + name) if isinstance(obj, h5py.Dataset) else None)
+    return found
+
+
 # ---------------------------------------------------------------------- the documented contract
 def _documented(text: str) -> dict[str, list[str]]:
     """Dataset rows of the docs table: path -> [shape, dtype, units, fill]."""
@@ -512,7 +630,7 @@ def _documented(text: str) -> dict[str, list[str]]:
 
 def test_layout_matches_docs(tmp_path):
     path = tmp_path / "run.h5"
-    with ResultWriter(path, run_info=RUN_INFO) as writer:
+    with ResultWriter(path, run_info=RUN_INFO, frame_shape=(4, 6)) as writer:
         write_run(writer, range(2))
     created: dict[str, h5py.Dataset] = {}
     with h5py.File(path, "r") as f:
