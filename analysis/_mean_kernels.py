@@ -1,24 +1,140 @@
-"""Numba kernel for the drift-corrected running sum (numpy, numba and math only)."""
+"""Numba kernels for the drift-corrected running sum (numpy, numba and math only).
 
-from numba import njit
+Convention: reference pixel (r, c) shows up at frame pixel (r + shift_y, c + shift_x).
+"""
+
+import numpy as np
+from numba import njit, prange
+
+_ROWS_PER_BLOCK = 16
 
 
 @njit(cache=True, nogil=True)
-def accumulate_shifted(total, counts, frame, shift_x, shift_y):
-    """Add ``frame`` into reference-frame accumulators, undoing an integer drift.
+def accumulate_shifted(total, frame, shift_x, shift_y):
+    """Add a photon ``frame`` into the reference-frame sum, undoing an integer drift.
 
     Reference pixel (r, c) shows up at frame pixel (r + shift_y, c + shift_x);
-    reference pixels that fall outside the frame are left alone (their count
-    does not grow).
+    reference pixels that fall outside the frame are left alone.
     """
     height, width = total.shape
-    for r in range(height):
-        rf = r + shift_y
-        if rf < 0 or rf >= height:
+    c_lo = max(0, shift_x)
+    c_hi = min(width, width + shift_x)
+    for rf in range(max(0, shift_y), min(height, height + shift_y)):
+        acc = total[rf - shift_y, c_lo - shift_x : c_hi - shift_x]
+        src = frame[rf, c_lo:c_hi]
+        for c in range(c_hi - c_lo):
+            acc[c] += src[c]
+
+
+@njit(cache=True, nogil=True)
+def ingest_rows(raw, offset, gain, photons, total, sum_photons, shift_x, shift_y, start, stop):
+    """Frame rows ``start:stop``: ADU -> photons, and the frame into the reference accumulator.
+
+    ``photons[rf, cf] = (raw[rf, cf] - offset) * (1 / gain)`` in float64, stored
+    as float32. ``total[rf - shift_y, cf - shift_x] += raw[rf, cf]`` where that
+    reference pixel is inside the image: ``total`` sums the raw values (an
+    integer array for integer data: exact, and a quarter of the memory
+    traffic of float64 photons), or, with ``sum_photons``, the photons.
+    """
+    height, width = total.shape
+    c_lo = max(0, shift_x)  # frame columns whose reference column is inside
+    c_hi = min(width, width + shift_x)
+    inverse_gain = 1.0 / gain
+    n = max(c_hi - c_lo, 0)
+    for rf in range(start, stop):
+        src = raw[rf]
+        dst = photons[rf]
+        for cf in range(width):
+            dst[cf] = (np.float64(src[cf]) - offset) * inverse_gain
+        r = rf - shift_y
+        if r < 0 or r >= height or n == 0:
             continue
+        acc = total[r, c_lo - shift_x : c_hi - shift_x]  # views indexed from 0: the loops vectorize
+        if sum_photons:
+            add = dst[c_lo:c_hi]
+            for c in range(n):
+                acc[c] += add[c]
+        else:
+            add_raw = src[c_lo:c_hi]
+            for c in range(n):
+                acc[c] += add_raw[c]
+
+
+@njit(cache=True, nogil=True)
+def ingest(raw, offset, gain, photons, total, sum_photons, shift_x, shift_y):
+    """:func:`ingest_rows` over the whole frame, on the calling thread."""
+    ingest_rows(raw, offset, gain, photons, total, sum_photons, shift_x, shift_y, 0, raw.shape[0])
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def ingest_parallel(raw, offset, gain, photons, total, sum_photons, shift_x, shift_y):
+    """:func:`ingest_rows` in blocks of rows spread over numba's threads (same results)."""
+    height = raw.shape[0]
+    for block in prange((height + _ROWS_PER_BLOCK - 1) // _ROWS_PER_BLOCK):
+        start = block * _ROWS_PER_BLOCK
+        stop = min(start + _ROWS_PER_BLOCK, height)
+        ingest_rows(raw, offset, gain, photons, total, sum_photons, shift_x, shift_y, start, stop)
+
+
+@njit(cache=True, nogil=True)
+def flush_raw_sum(partial, counts, offset, gain, total):
+    """``total += (partial - counts * offset) / gain`` (raw sums to photons), then ``partial = 0``."""
+    height, width = total.shape
+    for r in range(height):
         for c in range(width):
-            cf = c + shift_x
-            if cf < 0 or cf >= width:
+            total[r, c] += (np.float64(partial[r, c]) - counts[r, c] * offset) / gain
+            partial[r, c] = 0
+
+
+@njit(cache=True, nogil=True)
+def mean_of_sums(total, partial, partial_counts, offset, gain, counts, out):
+    """Mean photons per frame: ``(total + (partial - partial_counts * offset) / gain) / counts`` (float32).
+
+    ``partial`` (raw sums not yet in ``total``) may be empty (0 x 0). Pixels
+    with counts 0 are left as they are; returns how many there are.
+    """
+    height, width = total.shape
+    with_partial = partial.shape[0] == height
+    unseen = 0
+    for r in range(height):
+        for c in range(width):
+            n = counts[r, c]
+            if n <= 0:
+                unseen += 1
                 continue
-            total[r, c] += frame[rf, cf]
-            counts[r, c] += 1
+            value = total[r, c]
+            if with_partial:
+                value += (np.float64(partial[r, c]) - partial_counts[r, c] * offset) / gain
+            out[r, c] = value / n
+    return unseen
+
+
+@njit(cache=True, nogil=True)
+def counts_from_shifts(shifts, frames, height, row_start, counts):
+    """Frames covering each reference pixel of rows ``row_start..``, from the histogram of integer shifts.
+
+    ``shifts[k] = (shift_x, shift_y)`` was used by ``frames[k]`` frames of
+    ``height`` rows; each adds its frame count to the reference pixels it
+    covers. ``counts`` (rows, W) int32 is overwritten with rows
+    ``row_start .. row_start + rows - 1`` (a difference array per row: O(rows
+    (W + shifts))).
+    """
+    n_rows, width = counts.shape
+    diff = np.empty(width + 1, dtype=np.int64)
+    for i in range(n_rows):
+        r = row_start + i
+        diff[:] = 0
+        for k in range(shifts.shape[0]):
+            sx = shifts[k, 0]
+            sy = shifts[k, 1]
+            if r + sy < 0 or r + sy >= height:
+                continue
+            c0 = max(0, -sx)
+            c1 = min(width, width - sx)
+            if c0 < c1:
+                diff[c0] += frames[k]
+                diff[c1] -= frames[k]
+        running = 0
+        for c in range(width):
+            running += diff[c]
+            counts[i, c] = running

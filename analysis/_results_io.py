@@ -347,7 +347,7 @@ class FrameBlock:
         self.n_rows = 0
         self.first_index = 0
         self.max_spots = 0
-        self.ensure_spots(spots)
+        self.ensure_spots(max(spots, 1))  # the per-spot arrays must exist even if the first frames have none
 
     @property
     def full(self) -> bool:

@@ -37,3 +37,12 @@ def delta_erf(u, mu, sigma):
     """Fraction of a 1-D Gaussian (mu, sigma) inside the pixel centred at integer u."""
     s = 1.0 / (math.sqrt(2.0) * sigma)
     return 0.5 * (math.erf((u - mu + 0.5) * s) - math.erf((u - mu - 0.5) * s))
+
+
+ROWS_PER_BLOCK = 32  # image rows per work block of the kernels with a parallel twin (detection, background)
+
+
+@njit(cache=True, nogil=True)
+def row_blocks(n_rows):
+    """How many blocks of ``ROWS_PER_BLOCK`` rows cover ``n_rows`` rows (the last may be shorter)."""
+    return (n_rows + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK

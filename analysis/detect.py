@@ -21,7 +21,9 @@ Steps (all images in photons/px/frame, x = column, y = row):
 3. **Significance.** Under H0 (no spot) a pixel of the mean image has
    variance ``(bg + read_variance) / n`` (n = frames that pixel saw; the
    per-frame variance is floored at 1/n). ``z = F / sqrt(sum_j k'_j^2 var_j)``,
-   exact for a per-pixel ``n`` map. A pixel is a candidate when z is the
+   exact for a per-pixel ``n`` map. Where every pixel of the box saw the same
+   n (all of a drift-shifted mean but a few box widths along the edges) the
+   sum has a closed form; only the rest needs the per-pixel sum. A pixel is a candidate when z is the
    maximum of its (2 min_sep + 1)^2 window and exceeds
    ``threshold + gamma/6 (threshold^2 - 1)``, where gamma is the Poisson
    skewness of F (Cornish-Fisher): the false-alarm rate is then that of a
@@ -34,6 +36,7 @@ Steps (all images in photons/px/frame, x = column, y = row):
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from dataclasses import dataclass
@@ -42,6 +45,7 @@ import numpy as np
 from scipy.special import erf
 from scipy.spatial import cKDTree
 
+from plstream.analysis import _background_kernels as _bk
 from plstream.analysis import _detect_kernels as _k
 
 __all__ = ["Detections", "detect_spots"]
@@ -104,45 +108,69 @@ def _valid_sums(size: int, taps: np.ndarray, box_half: int) -> np.ndarray:
     return np.stack([(inside * padded).sum(1) / length, (inside * padded**2).sum(1), length])
 
 
-def _background_map(image: np.ndarray, n_map: np.ndarray, read_variance: float) -> np.ndarray:
+def _kernel(name: str, parallel: bool):
+    """Kernel ``name`` of ``_detect_kernels`` or ``_background_kernels``, or its multi-threaded twin (same results)."""
+    name = f"{name}_parallel" if parallel else name
+    return getattr(_k, name) if hasattr(_k, name) else getattr(_bk, name)
+
+
+def _background_map(image: np.ndarray, n_map: np.ndarray, read_variance: float, parallel: bool = False) -> np.ndarray:
     """Smooth background, photons/px/frame (module notes, step 1)."""
     height, width = image.shape
     ny, nx = max(1, round(height / _TILE_PX)), max(1, round(width / _TILE_PX))
     row_edges = (np.arange(ny + 1) * height) // ny
     col_edges = (np.arange(nx + 1) * width) // nx
     tiles = np.empty((ny, nx))
-    buf = np.empty((nx, int(np.diff(row_edges).max() * np.diff(col_edges).max())))
-    _k.tile_medians(image, n_map, row_edges, col_edges, 3, tiles, buf)
+    _kernel("tile_medians", parallel)(image, n_map, row_edges, col_edges, 3, tiles)
     bad = ~np.isfinite(tiles)
     if bad.all():
         return np.zeros_like(image)
     tiles[bad] = np.median(tiles[~bad])
-    rough = _interpolate_tiles(tiles, height, width)
-    _k.tile_clipped_means(
+    rough = _interpolate_tiles(tiles, height, width, parallel)
+    _kernel("tile_clipped_means", parallel)(
         image, rough, n_map, float(read_variance), row_edges, col_edges, _CLIP_SIGMA, _CLIP_ROUNDS, tiles
     )
-    return rough + _interpolate_tiles(tiles, height, width)
+    return rough + _interpolate_tiles(tiles, height, width, parallel)
 
 
-def _interpolate_tiles(tiles: np.ndarray, height: int, width: int) -> np.ndarray:
+def _interpolate_tiles(tiles: np.ndarray, height: int, width: int, parallel: bool = False) -> np.ndarray:
     """Catmull-Rom interpolation of tile levels (at tile centres) onto the image grid."""
     ny, nx = tiles.shape
-    grid = tiles
-    for axis in (0, 1):  # two cells of extrapolation on each side (least-squares quadratic)
-        n = grid.shape[axis]
-        m = min(n, _EDGE_FIT_TILES)
-        weights = _extrapolation_weights(m)  # (2, m): cells -1, -2 from cells 0..m-1
-        lo = np.tensordot(weights, np.take(grid, np.arange(m), axis), axes=(1, axis))
-        hi = np.tensordot(weights, np.take(grid, np.arange(n - 1, n - 1 - m, -1), axis), axes=(1, axis))
-        lo, hi = np.moveaxis(lo, 0, axis), np.moveaxis(hi, 0, axis)
-        grid = np.concatenate([np.flip(lo, axis), grid, hi], axis)
+    grid = _padding_matrix(ny) @ tiles @ _padding_matrix(nx).T  # two cells of extrapolation on each side
     ri, rw = _cubic_taps(height, ny)
     ci, cw = _cubic_taps(width, nx)
     out = np.empty((height, width), dtype=np.float32)
-    _k.cubic_upsample(grid, ri, rw, ci, cw, np.empty((grid.shape[0], width)), out)
+    _kernel("cubic_upsample", parallel)(grid, ri, rw, ci, cw, np.empty((grid.shape[0], width)), out)
     return out
 
 
+@functools.lru_cache(maxsize=8)
+def _padding_matrix(n: int) -> np.ndarray:
+    """(n + 4, n): n tile levels -> the same with two extrapolated cells on each side.
+
+    Each new cell is a least-squares polynomial (quadratic for n >= 3) through
+    the ``_EDGE_FIT_TILES`` edge-most tiles, evaluated one and two cells out:
+    it follows curved illumination while averaging down the scatter of single
+    tile levels.
+    """
+    m = min(n, _EDGE_FIT_TILES)
+    weights = _extrapolation_weights(m)  # (2, m): cells -1, -2 from cells 0..m-1
+    pad = np.zeros((n + 4, n))
+    pad[2:-2] = np.eye(n)
+    pad[1, :m] = weights[0]  # cell -1
+    pad[0, :m] = weights[1]  # cell -2
+    pad[-2, n - 1 :: -1][:m] = weights[0]  # cell n
+    pad[-1, n - 1 :: -1][:m] = weights[1]  # cell n + 1
+    return _frozen(pad)
+
+
+def _frozen(array: np.ndarray) -> np.ndarray:
+    """Mark a cached array read-only, so no caller can change what later calls get."""
+    array.flags.writeable = False
+    return array
+
+
+@functools.lru_cache(maxsize=8)
 def _extrapolation_weights(m: int) -> np.ndarray:
     """Weights giving the values 1 and 2 cells beyond the edge from the m edge-most tiles.
 
@@ -154,9 +182,10 @@ def _extrapolation_weights(m: int) -> np.ndarray:
     degree = min(2, m - 1)
     design = np.vander(t, degree + 1, increasing=True)
     target = np.vander(np.array([-1.0, -2.0]), degree + 1, increasing=True)
-    return target @ np.linalg.pinv(design)
+    return _frozen(target @ np.linalg.pinv(design))
 
 
+@functools.lru_cache(maxsize=8)
 def _cubic_taps(size: int, n_tiles: int) -> tuple[np.ndarray, np.ndarray]:
     """First padded-grid index and Catmull-Rom weights for each image row (or column)."""
     u = (np.arange(size) + 0.5) * n_tiles / size - 0.5  # position in tile units
@@ -164,13 +193,78 @@ def _cubic_taps(size: int, n_tiles: int) -> tuple[np.ndarray, np.ndarray]:
     f = u - i
     f2, f3 = f * f, f * f * f
     w = 0.5 * np.stack([-f3 + 2 * f2 - f, 3 * f3 - 5 * f2 + 2, -3 * f3 + 4 * f2 + f, f3 - f2], axis=1)
-    return (i + 1).astype(np.int64), w  # tap a uses padded index i - 1 + a + 2
+    return _frozen((i + 1).astype(np.int64)), _frozen(w)  # tap a uses padded index i - 1 + a + 2
 
 
 def _filter_geometry(sigma: float) -> tuple[np.ndarray, int]:
     """Gaussian taps (half-width ceil(3 sigma)) and the half-width of the zero-mean box."""
     half = max(1, math.ceil(3.0 * sigma))
     return _gaussian_taps(sigma, half), max(half + 1, math.ceil(5.0 * sigma))
+
+
+@dataclass(frozen=True)
+class _FilterPlan:
+    """What the matched filter needs for one PSF width and image shape (computed once, then cached).
+
+    ``taps`` (float64) and ``taps32`` the Gaussian taps, ``box_half`` the
+    zero-mean box half-width, ``sums`` the per-row and per-column in-image
+    tap statistics of :func:`_k.significance`, ``sum_k3`` the third moment of
+    the zero-mean kernel (for the skewness correction).
+    """
+
+    taps: np.ndarray
+    taps32: np.ndarray
+    box_half: int
+    sums: np.ndarray
+    sum_k3: float
+
+
+@functools.lru_cache(maxsize=8)
+def _filter_plan(sigma: float, height: int, width: int) -> _FilterPlan:
+    g, box_half = _filter_geometry(sigma)
+    sums = np.zeros((6, max(height, width)))
+    sums[:3, :height] = _valid_sums(height, g, box_half)
+    sums[3:, :width] = _valid_sums(width, g, box_half)
+    padded = np.zeros(2 * box_half + 1)
+    padded[box_half - g.size // 2 : box_half + g.size // 2 + 1] = g
+    k2d = np.multiply.outer(padded, padded)
+    sum_k3 = float(((k2d - k2d.mean()) ** 3).sum())
+    return _FilterPlan(_frozen(g), _frozen(g.astype(np.float32)), box_half, _frozen(sums), sum_k3)
+
+
+def _energy_map(
+    n_map: np.ndarray, n_core: float, g: np.ndarray, box_half: int, sums: np.ndarray, parallel: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """``q = sum_j k'_j^2 / n_j`` where the kernel box saw more than one n; the rectangle where it did not.
+
+    Returns ``(core, q_map)``: inside ``core = [r0, r1, c0, c1]`` every pixel
+    of the box saw ``n_core`` frames and :func:`_k.significance` uses the
+    closed form; ``q_map`` holds q elsewhere. For a map of shifted frames the
+    rest is four bands along the edges, a few box widths wide, each computed
+    from a crop with a ``box_half`` margin; any other map is computed whole.
+    """
+    height, width = n_map.shape
+    q_map = np.empty((height, width))
+    energy = _kernel("kernel_energy", parallel)
+    r0, r1, c0, c1 = _k.uniform_core(n_map, n_core)
+    # pixels whose in-image box lies inside the uniform rectangle
+    i0 = r0 + box_half if r0 > 0 else 0
+    i1 = r1 - box_half if r1 < height else height
+    j0 = c0 + box_half if c0 > 0 else 0
+    j1 = c1 - box_half if c1 < width else width
+    if i1 - i0 < 2 * box_half or j1 - j0 < 2 * box_half:
+        energy(n_map, g, box_half, _UNSEEN_WEIGHT, sums, 0, 0, q_map)
+        return np.zeros(4, dtype=np.int64), q_map
+    bands = ((0, i0, 0, width), (i1, height, 0, width), (i0, i1, 0, j0), (i0, i1, j1, width))
+    for ra, rb, ca, cb in bands:
+        if ra >= rb or ca >= cb:
+            continue
+        cr0, cr1 = max(0, ra - box_half), min(height, rb + box_half)
+        cc0, cc1 = max(0, ca - box_half), min(width, cb + box_half)
+        q_crop = np.empty((cr1 - cr0, cc1 - cc0))
+        energy(np.ascontiguousarray(n_map[cr0:cr1, cc0:cc1]), g, box_half, _UNSEEN_WEIGHT, sums, cr0, cc0, q_crop)
+        q_map[ra:rb, ca:cb] = q_crop[ra - cr0 : rb - cr0, ca - cc0 : cb - cc0]
+    return np.array([i0, i1, j0, j1], dtype=np.int64), q_map
 
 
 def _significance(
@@ -181,36 +275,40 @@ def _significance(
     sigma: float,
     read_variance: float,
     threshold: float,
+    parallel: bool = False,
+    n_max: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """z map of background-subtracted ``data`` and its skewness-corrected twin (module notes)."""
+    """z map of background-subtracted ``data`` and its skewness-corrected twin (module notes).
+
+    ``n_max``: the largest entry of ``n_map`` when the caller knows it.
+    """
     height, width = data.shape
-    g, box_half = _filter_geometry(sigma)
-    g32 = g.astype(np.float32)
+    plan = _filter_plan(float(sigma), height, width)
+    g, box_half, sums = plan.taps, plan.box_half, plan.sums
     work = [np.empty((height, width), dtype=np.float32) for _ in range(4)]
     f_gauss, f_box, row_gauss, row_box = work
-    _k.correlate_gauss_box(data, g32, box_half, f_gauss, f_box, row_gauss, row_box)
-    sums = np.zeros((6, max(height, width)))
-    sums[:3, :height] = _valid_sums(height, g, box_half)
-    sums[3:, :width] = _valid_sums(width, g, box_half)
+    _kernel("correlate_gauss_box", parallel)(data, plan.taps32, box_half, f_gauss, f_box, row_gauss, row_box)
     if uniform_n is not None:
-        q_map = np.zeros((0, 0))
+        core, q_map = np.array([0, height, 0, width], dtype=np.int64), np.zeros((0, 0))
     else:
         # float64: pixels never observed carry a huge weight, and q is a difference of sums
-        q_map = np.empty((height, width))
-        work64 = [np.empty((height, width)) for _ in range(3)]
-        _k.kernel_energy(n_map, g, box_half, _UNSEEN_WEIGHT, sums, q_map, *work64)
-    padded = np.zeros(2 * box_half + 1)
-    padded[box_half - g.size // 2 : box_half + g.size // 2 + 1] = g
-    k2d = np.multiply.outer(padded, padded)
-    sum_k3 = float(((k2d - k2d.mean()) ** 3).sum())
+        n_core = float(np.max(n_map)) if n_max is None else float(n_max)
+        core, q_map = _energy_map(n_map, n_core, g, box_half, sums, parallel)
     z, z_test = row_gauss, row_box  # reuse the work arrays
-    _k.significance(
-        f_gauss, f_box, sums, q_map, background, n_map, float(read_variance), sum_k3, float(threshold), z, z_test
+    _kernel("significance", parallel)(
+        f_gauss, f_box, sums, q_map, core, background, n_map, float(read_variance), plan.sum_k3, float(threshold),
+        z, z_test,
     )
     return z, z_test
 
 
-def _check_inputs(mean_image: np.ndarray, n_frames: int | np.ndarray) -> tuple[np.ndarray, np.ndarray, float | None]:
+_N_MAP_TYPES = (np.float32, np.float64, np.int32, np.int64)
+
+
+def _check_inputs(
+    mean_image: np.ndarray, n_frames: int | np.ndarray, parallel: bool
+) -> tuple[np.ndarray, np.ndarray, float | None, int, float]:
+    """Image (float32), n map (float or int), the uniform n if any, the pixels with n > 0, the largest n."""
     image = np.asarray(mean_image)
     if image.ndim != 2:
         raise ValueError(f"mean_image must be a 2-D photon image, got shape {image.shape}")
@@ -219,16 +317,26 @@ def _check_inputs(mean_image: np.ndarray, n_frames: int | np.ndarray) -> tuple[n
         n = float(n_frames)
         if not n >= 1:
             raise ValueError(f"n_frames must be >= 1 (frames averaged into mean_image), got {n_frames}")
-        return image, np.full(image.shape, n, dtype=np.float32), n
-    n_map = np.asarray(n_frames, dtype=np.float32)
-    if n_map.shape != image.shape:
-        raise ValueError(f"n_frames map has shape {n_map.shape}, mean_image has {image.shape}; they must match")
-    if not np.all(np.isfinite(n_map)) or np.any(n_map < 0):
+        n_map = np.full(image.shape, n, dtype=np.float32)
+    else:
+        n_map = np.asarray(n_frames)
+        if n_map.dtype not in _N_MAP_TYPES:
+            n_map = n_map.astype(np.float32)
+        if n_map.shape != image.shape:
+            raise ValueError(f"n_frames map has shape {n_map.shape}, mean_image has {image.shape}; they must match")
+        n_map = np.ascontiguousarray(n_map)
+    if image.size == 0:
+        return image, n_map, None, 0, 0.0
+    bad_image, bad_n, positive, n_min, n_max = _kernel("map_stats", parallel)(image, n_map)
+    if bad_n:
         raise ValueError("n_frames map must hold finite frame counts >= 0")
-    positive = n_map[n_map > 0]
-    if positive.size and positive.min() == positive.max() and positive.size == n_map.size:
-        return image, np.ascontiguousarray(n_map), float(positive[0])
-    return image, np.ascontiguousarray(n_map), None
+    uniform_n = float(n_min) if positive == n_map.size and n_min == n_max else None
+    if bad_image:
+        finite = np.isfinite(image)
+        image = np.where(finite, image, 0.0).astype(np.float32)
+        n_map = np.where(finite, n_map, 0.0).astype(np.float32)
+        uniform_n = None
+    return image, n_map, uniform_n, int(positive), float(n_max)
 
 
 def detect_spots(
@@ -242,6 +350,7 @@ def detect_spots(
     border_px: int = 1,
     exclude_xy: np.ndarray | None = None,
     exclude_radius_px: float | None = None,
+    parallel: bool = False,
 ) -> Detections:
     """Find spots significantly above the shot + read noise of a mean image.
 
@@ -266,6 +375,9 @@ def detect_spots(
     exclude_xy : (M, 2) array, optional
         Already known spots (x, y); candidates within ``exclude_radius_px``
         (default 2 sigma) of one are dropped.
+    parallel : bool
+        Spread the image work over numba's threads. The image is cut into the
+        same blocks of rows either way, so the result is identical.
 
     Returns
     -------
@@ -277,25 +389,23 @@ def detect_spots(
         raise ValueError(f"psf_sigma_px must be a positive number of pixels, got {psf_sigma_px}")
     if read_variance < 0:
         raise ValueError(f"read_variance must be >= 0 photons², got {read_variance}")
-    image, n_map, uniform_n = _check_inputs(mean_image, n_frames)
+    image, n_map, uniform_n, n_positive, n_max = _check_inputs(mean_image, n_frames, parallel)
     height, width = image.shape
     sep = max(2, math.ceil(2.0 * sigma)) if min_separation_px is None else int(min_separation_px)
     if sep < 1:
         raise ValueError(f"min_separation_px must be >= 1, got {min_separation_px}")
-    if image.size == 0 or not np.any(n_map > 0):
+    if image.size == 0 or n_positive == 0:
         return Detections.empty()
-    finite = np.isfinite(image)
-    if not finite.all():
-        image = np.where(finite, image, 0.0).astype(np.float32)
-        n_map = np.where(finite, n_map, 0.0).astype(np.float32)
-        uniform_n = None
-    background = _background_map(image, n_map, read_variance)
+    background = _background_map(image, n_map, read_variance, parallel)
     data = image - background
-    z, z_test = _significance(data, background, n_map, uniform_n, sigma, read_variance, threshold_sigma)
+    z, z_test = _significance(
+        data, background, n_map, uniform_n, sigma, read_variance, threshold_sigma, parallel, n_max
+    )
     capacity = -(-height // (sep + 1)) * -(-width // (sep + 1))
     rows = np.empty(capacity, dtype=np.int64)
     cols = np.empty(capacity, dtype=np.int64)
-    count = _k.local_maxima(z, z_test, float(threshold_sigma), sep, int(max(border_px, 0)), rows, cols)
+    maxima = _kernel("local_maxima", parallel)
+    count = maxima(z, z_test, float(threshold_sigma), sep, int(max(border_px, 0)), rows, cols)
     rows, cols = rows[:count], cols[:count]
     half = max(1, math.ceil(3.0 * sigma))
     xy = np.empty((count, 2))

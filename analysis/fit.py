@@ -13,8 +13,20 @@ noise enters as Huang et al. (2013): ``d + r2`` is Poisson with mean ``mu + r2``
 
 The fit is Levenberg-Marquardt over all five parameters: Fisher scoring with a
 log-likelihood check far from the optimum, exact Newton steps close to it (see
-``_fit_kernels``). The CRLB is the diagonal of the inverse Fisher information
+``_fit_kernels``; the model and its derivatives are in ``_fit_model_kernels``).
+It converges when the next step is below 1e-4 px in x and y and 1e-5 N, or below
+0.01 standard errors. The CRLB is the diagonal of the inverse Fisher information
 ``sum dmu dmu^T / mu'`` at the fitted parameters, inverted in float64.
+
+A ROI without a significant spot (a blinking particle that is OFF: pure
+background) stops early, typically after 2-4 steps instead of running to
+``max_iterations``: as soon as its photon count is pushed onto zero or stays
+below ``no_signal_snr`` standard errors. It gets ``FitStatus.NO_SIGNAL`` and the
+fit of the no-spot model (see ``SpotFits``).
+
+Threads: the kernels release the GIL (callers may fit frames in threads), and
+``parallel=True`` spreads the spots over numba's threads with results
+bit-identical to the serial loop.
 """
 
 from __future__ import annotations
@@ -61,6 +73,7 @@ class FitStatus(IntEnum):
     NOT_FINITE = _k.STATUS_NOT_FINITE  # NaN/Inf pixel or centre, or a non-finite result
     ROI_OUTSIDE_IMAGE = _k.STATUS_ROI_OUTSIDE  # image smaller than the ROI, or centre > roi/2 outside it
     SINGULAR = _k.STATUS_SINGULAR  # Fisher matrix not invertible
+    NO_SIGNAL = _k.STATUS_NO_SIGNAL  # photons below no_signal_snr standard errors: the no-spot model is reported
 
 
 @dataclass(frozen=True)
@@ -79,7 +92,8 @@ class SpotFits:
         Background, photons/px.
     crlb : (S, 5) float64
         Cramér-Rao lower bound variances in the order ``PARAMETER_NAMES``
-        (px^2, px^2, photons^2, px^2, (photons/px)^2); NaN when not computed.
+        (px^2, px^2, photons^2, px^2, (photons/px)^2); NaN when not computed
+        (``inf`` for parameters a ``NO_SIGNAL`` ROI holds no information about).
     log_likelihood : (S,) float64
         Poisson log-likelihood ratio to the saturated model,
         ``sum d' ln(mu'/d') - (mu' - d')`` (<= 0; minus twice it is the deviance,
@@ -88,7 +102,13 @@ class SpotFits:
         Levenberg-Marquardt steps solved.
     status : (S,) int8
         A ``FitStatus`` code; failed spots keep their last parameter values
-        (NaN when the fit could not start).
+        (NaN when the fit could not start), except ``NO_SIGNAL`` spots, which
+        hold the fit of the no-spot model: ``photons = 0``, ``background`` = its
+        maximum-likelihood estimate (ROI mean), ``x, y, sigma`` = the start values
+        (where the spot was looked for), ``crlb`` = ``inf`` for x, y and sigma and,
+        for photons and background, the bound at ``photons = 0`` (so
+        ``sqrt(crlb[:, 2])`` is the photon count of one standard error there), and
+        ``log_likelihood`` of that model.
     """
 
     x: Float64Array
@@ -140,6 +160,7 @@ def fit_spots(
     max_iterations: int = 20,
     initial: np.ndarray | None = None,
     parallel: bool = False,
+    no_signal_snr: float = _k.NO_SIGNAL_SNR,
 ) -> SpotFits:
     """Fit a pixel-integrated Gaussian to each spot by Poisson (sCMOS) maximum likelihood.
 
@@ -165,7 +186,18 @@ def fit_spots(
         rows fall back to the default start (border background, centroid,
         ``sigma_init``).
     parallel : bool
-        Spread the spots over numba's threads (results are identical).
+        Spread the spots over numba's threads (results are bit-identical).
+    no_signal_snr : float
+        Significance (photons over their standard error) below which a ROI
+        counts as empty. A fit whose photons are pushed onto zero, or stay below
+        it while iterating, stops early as ``FitStatus.NO_SIGNAL``; so does a
+        converged fit below it by its CRLB. The data can veto: a ROI with a 3x3
+        box 4 or more standard errors above its mean is fitted on. Stopping
+        early can end fits that would have converged to up to about twice this
+        value (never above 4 at the default 2 in our simulations), so keep it at
+        most half the significance the caller requires of a spot (the
+        analyzer's ``fit.min_photons_snr`` is 5). 0 turns the significance rules
+        off (photons pushed onto zero still stop the fit).
 
     Returns
     -------
@@ -199,6 +231,7 @@ def fit_spots(
         max_iterations=max_iterations,
         initial=initial,
         parallel=parallel,
+        no_signal_snr=no_signal_snr,
     )
     return SpotFits(*params.T.copy(), crlb, loglik, iterations, status)
 
@@ -218,12 +251,13 @@ def fit_spots_into(
     max_iterations: int = 20,
     initial: np.ndarray | None = None,
     parallel: bool = False,
+    no_signal_snr: float = _k.NO_SIGNAL_SNR,
 ) -> None:
     """``fit_spots`` into caller-allocated outputs (no allocation for float32/float64 inputs).
 
     Parameters
     ----------
-    image, centers_xy, sigma_init, roi_size, read_variance, max_iterations, initial, parallel
+    image, centers_xy, sigma_init, roi_size, read_variance, max_iterations, initial, parallel, no_signal_snr
         As in ``fit_spots``.
     params_out, crlb_out : (S, 5) float64, C-contiguous
         Written: parameters and CRLB variances in the order ``PARAMETER_NAMES``.
@@ -244,6 +278,9 @@ def fit_spots_into(
         raise ValueError(f"read_variance must be a finite variance >= 0 in photons^2; got {read_variance!r}")
     if isinstance(max_iterations, bool) or not isinstance(max_iterations, (int, np.integer)) or max_iterations < 1:
         raise ValueError(f"max_iterations must be an integer >= 1; got {max_iterations!r}")
+    snr = float(no_signal_snr)
+    if not (math.isfinite(snr) and snr >= 0.0):
+        raise ValueError(f"no_signal_snr must be a finite number of standard errors >= 0; got {no_signal_snr!r}")
     if initial is None:
         init = _NO_INITIAL
     else:
@@ -258,7 +295,7 @@ def fit_spots_into(
     _check_out("loglik_out", loglik_out, (n,), np.float64)
     _check_out("iters_out", iters_out, (n,), np.int32)
     _check_out("status_out", status_out, (n,), np.int8)
-    args = (roi, sigma_init, r2, int(max_iterations), params_out, crlb_out, loglik_out, iters_out, status_out)
+    args = (roi, sigma_init, r2, int(max_iterations), snr, params_out, crlb_out, loglik_out, iters_out, status_out)
     if parallel:
         _k.fit_spots_parallel(image, centers, init, *args)
     else:

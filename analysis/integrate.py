@@ -109,6 +109,8 @@ def integrate_spots_into(
     psf_sigma_px: float,
     read_variance: float = 0.0,
     scratch: np.ndarray | None = None,
+    offset_xy: tuple[float, float] = (0.0, 0.0),
+    parallel: bool = False,
 ) -> Photometry:
     """Photometry of each spot, written into preallocated arrays (no allocation per call).
 
@@ -127,7 +129,14 @@ def integrate_spots_into(
     read_variance : float
         Read-noise variance, photons² per pixel.
     scratch : 1-D float64 array, optional
-        Work buffer from :func:`photometry_scratch` (allocated when omitted).
+        Work buffer from :func:`photometry_scratch` (allocated when omitted;
+        unused with ``parallel``, where each block of spots gets its own).
+    offset_xy : (float, float)
+        Added to every centre, px: e.g. reference positions plus this frame's
+        drift, without a temporary array.
+    parallel : bool
+        Spread the spots over numba's threads. Each spot is computed by the
+        same code either way, so the results are identical.
 
     Returns
     -------
@@ -151,23 +160,27 @@ def integrate_spots_into(
     if any(a.dtype != np.float64 or a.ndim != 1 or a.shape[0] < n_spots for a in arrays):
         raise ValueError(f"out must hold float64 arrays of length >= {n_spots}; use Photometry.empty({n_spots})")
     n_annulus, n_psf = _scratch_sizes(outer, sigma)
+    shift_x, shift_y = float(offset_xy[0]), float(offset_xy[1])
+    common = (aperture, inner, outer, sigma, n_psf // 2, float(read_variance), MIN_ANNULUS_PIXELS)
+    outputs = tuple(a[:n_spots] for a in arrays)
+    if parallel:
+        _k.integrate_spots_parallel(image, centers, shift_x, shift_y, *common, n_annulus, *outputs)
+        return out.head(n_spots)
     if scratch is None:
         scratch = photometry_scratch(outer, sigma)
     elif scratch.dtype != np.float64 or scratch.ndim != 1 or scratch.size < n_annulus + n_psf:
         raise ValueError("scratch must be a float64 buffer from photometry_scratch(annulus_outer_px, psf_sigma_px)")
-    _k.integrate_spots(
+    _k.integrate_range(
         image,
         centers,
-        aperture,
-        inner,
-        outer,
-        sigma,
-        n_psf // 2,
-        float(read_variance),
-        MIN_ANNULUS_PIXELS,
+        shift_x,
+        shift_y,
+        *common,
         scratch[:n_annulus],
         scratch[n_annulus : n_annulus + n_psf],
-        *(a[:n_spots] for a in arrays),
+        0,
+        n_spots,
+        *outputs,
     )
     return out.head(n_spots)
 

@@ -4,9 +4,55 @@ from __future__ import annotations
 
 import numpy as np
 
-from plstream.analysis._mean_kernels import accumulate_shifted
+from plstream.analysis import _mean_kernels as _k
 
 __all__ = ["RunningMean"]
+
+# Integer frames are summed in a 32-bit integer array, folded into the float64
+# photon sum every this many frames (65536 frames of 16-bit values fit).
+_RAW_SUM_TYPES = {np.dtype(np.uint8): np.uint32, np.dtype(np.uint16): np.uint32,
+                  np.dtype(np.int8): np.int32, np.dtype(np.int16): np.int32}
+_RAW_SUM_FRAMES = 65536
+
+
+class _ShiftHistogram:
+    """How many frames were added at each integer shift, and the per-pixel counts that follow."""
+
+    def __init__(self, shape: tuple[int, int]) -> None:
+        self.shape = shape
+        self.frames: dict[tuple[int, int], int] = {}
+        self.n_frames = 0
+        self._counts = np.zeros(shape, dtype=np.int32)
+        self._counts_frames = 0  # n_frames when _counts was last built
+
+    def add(self, shift: tuple[int, int]) -> None:
+        self.frames[shift] = self.frames.get(shift, 0) + 1
+        self.n_frames += 1
+
+    def clear(self) -> None:
+        self.frames.clear()
+        self.n_frames = 0
+        self._counts_frames = -1
+
+    def counts(self) -> np.ndarray:
+        """(H, W) int32, built again only when frames were added since the last call."""
+        if self._counts_frames != self.n_frames:
+            self._fill(0, self._counts)
+            self._counts_frames = self.n_frames
+        return self._counts
+
+    def counts_rows(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` of :meth:`counts` (a new array; the whole map is not built)."""
+        if self._counts_frames == self.n_frames:
+            return self._counts[start:stop].copy()
+        out = np.empty((max(stop - start, 0), self.shape[1]), dtype=np.int32)
+        self._fill(start, out)
+        return out
+
+    def _fill(self, row_start: int, out: np.ndarray) -> None:
+        shifts = np.array(list(self.frames), dtype=np.int64).reshape(-1, 2)
+        frames = np.array(list(self.frames.values()), dtype=np.int64)
+        _k.counts_from_shifts(shifts, frames, self.shape[0], row_start, out)
 
 
 class RunningMean:
@@ -16,36 +62,159 @@ class RunningMean:
     so the shot-noise model of the detector stays exact; the PSF is blurred by
     at most half a pixel, which detection tolerates.
 
+    Only sums are kept per pixel; how many frames saw each pixel follows from
+    the histogram of the integer shifts and is built when asked for
+    (:attr:`counts`). Raw integer frames (:meth:`add_raw`, 8- and 16-bit) are
+    summed as integers, exactly, and turned into photons only when the mean
+    is asked for (or every 65536 frames), so a frame costs one integer
+    read-add-write per pixel.
+
     Parameters
     ----------
     shape : (int, int)
         Frame shape (rows, columns).
+    raw_sum_frames : int
+        Raw integer sums are folded into the photon sum after this many
+        frames (at most 65536, which 32-bit sums of 16-bit data allow).
     """
 
-    def __init__(self, shape: tuple[int, int]) -> None:
-        self._total = np.zeros(shape, dtype=np.float64)
-        self._counts = np.zeros(shape, dtype=np.int32)
-        self.n_frames = 0
+    def __init__(self, shape: tuple[int, int], *, raw_sum_frames: int = _RAW_SUM_FRAMES) -> None:
+        if not 1 <= raw_sum_frames <= _RAW_SUM_FRAMES:
+            raise ValueError(f"raw_sum_frames must be 1..{_RAW_SUM_FRAMES}, got {raw_sum_frames}")
+        self._raw_sum_frames = int(raw_sum_frames)
+        self._shape = (int(shape[0]), int(shape[1]))
+        self._total = np.zeros(self._shape, dtype=np.float64)  # photons
+        self._all = _ShiftHistogram(self._shape)
+        # raw integer sums not yet in _total, the frames in them, and their camera model
+        self._raw_sum = np.zeros((0, 0), dtype=np.uint32)
+        self._raw = _ShiftHistogram(self._shape)
+        self._raw_camera = (0.0, 1.0)
+
+    @property
+    def n_frames(self) -> int:
+        """Frames added so far."""
+        return self._all.n_frames
+
+    @staticmethod
+    def _shift(drift_xy: np.ndarray) -> tuple[int, int]:
+        return int(round(float(drift_xy[0]))), int(round(float(drift_xy[1])))  # half to even, as np.rint
 
     def add(self, frame_photons: np.ndarray, drift_xy: np.ndarray) -> None:
         """Add one frame (photons) whose drift is ``drift_xy`` = (dx, dy) px."""
-        shift_x = int(np.rint(drift_xy[0]))
-        shift_y = int(np.rint(drift_xy[1]))
-        accumulate_shifted(self._total, self._counts, frame_photons, shift_x, shift_y)
-        self.n_frames += 1
+        shift = self._shift(drift_xy)
+        _k.accumulate_shifted(self._total, frame_photons, *shift)
+        self._all.add(shift)
+
+    def add_raw(
+        self,
+        raw: np.ndarray,
+        offset_adu: float,
+        gain_adu_per_e: float,
+        drift_xy: np.ndarray,
+        photons_out: np.ndarray,
+        *,
+        parallel: bool = False,
+    ) -> np.ndarray:
+        """Convert one raw frame to photons and add it, in one pass over the pixels.
+
+        Parameters
+        ----------
+        raw : (H, W) array
+            Raw camera data, ADU (any integer or float dtype).
+        offset_adu, gain_adu_per_e : float
+            Camera model: ``photons = (raw - offset_adu) / gain_adu_per_e``
+            (computed as ``(raw - offset) * (1 / gain)`` in float64).
+        drift_xy : (2,) array
+            The frame's drift (dx, dy), px; rounded to whole pixels.
+        photons_out : (H, W) float32 array
+            Receives the frame in photons.
+        parallel : bool
+            Spread the rows over numba's threads (identical results).
+
+        Returns
+        -------
+        photons_out
+        """
+        if raw.shape != self._shape or photons_out.shape != raw.shape or photons_out.dtype != np.float32:
+            raise ValueError(
+                f"raw {raw.shape} and photons_out {photons_out.shape} {photons_out.dtype} must both be "
+                f"{self._shape}, photons_out float32"
+            )
+        if raw.dtype.kind not in "uif":
+            raise ValueError(f"raw data must be numeric (integer or float), got dtype {raw.dtype}")
+        offset, gain = float(offset_adu), float(gain_adu_per_e)
+        shift = self._shift(drift_xy)
+        kernel = _k.ingest_parallel if parallel else _k.ingest
+        sum_type = _RAW_SUM_TYPES.get(raw.dtype)
+        if sum_type is None:
+            kernel(raw, offset, gain, photons_out, self._total, True, *shift)
+        else:
+            if self._raw.n_frames and (
+                self._raw_sum.dtype != sum_type or self._raw_camera != (offset, gain)
+                or self._raw.n_frames >= self._raw_sum_frames
+            ):
+                self._fold_raw_sum()
+            if self._raw_sum.dtype != sum_type or self._raw_sum.shape != self._shape:
+                self._raw_sum = np.zeros(self._shape, dtype=sum_type)
+            self._raw_camera = (offset, gain)
+            kernel(raw, offset, gain, photons_out, self._raw_sum, False, *shift)
+            self._raw.add(shift)
+        self._all.add(shift)
+        return photons_out
+
+    def _fold_raw_sum(self) -> None:
+        """Move the raw integer sums into the photon sum."""
+        offset, gain = self._raw_camera
+        _k.flush_raw_sum(self._raw_sum, self._raw.counts(), offset, gain, self._total)
+        self._raw.clear()
 
     @property
     def counts(self) -> np.ndarray:
-        """Frames that contributed to each reference pixel, (H, W) int32."""
-        return self._counts
+        """Frames that contributed to each reference pixel, (H, W) int32 (do not modify)."""
+        return self._all.counts()
 
-    def mean(self) -> np.ndarray:
-        """Mean photons per frame per reference pixel; pixels never seen get the overall median."""
-        seen = self._counts > 0
-        out = np.zeros(self._total.shape, dtype=np.float32)
-        if not seen.any():
-            return out
-        out[seen] = self._total[seen] / self._counts[seen]
-        if not seen.all():
+    def counts_rows(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` of :attr:`counts` (a new array)."""
+        start, stop = self._row_range(start, stop)
+        return self._all.counts_rows(start, stop)
+
+    def _row_range(self, start: int, stop: int | None) -> tuple[int, int]:
+        height = self._shape[0]
+        stop = height if stop is None else min(int(stop), height)
+        start = min(max(int(start), 0), stop)
+        return start, stop
+
+    def mean(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Mean photons per frame per reference pixel; pixels never seen get the median of the rest.
+
+        Parameters
+        ----------
+        start, stop : int
+            Only reference rows ``start:stop`` (default all): a band costs
+            what its pixels cost.
+
+        Returns
+        -------
+        (stop - start, W) float32 array
+        """
+        return self.mean_and_counts(start, stop)[0]
+
+    def mean_and_counts(self, start: int = 0, stop: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`mean` and the matching rows of :attr:`counts` (int32; do not modify)."""
+        start, stop = self._row_range(start, stop)
+        whole = start == 0 and stop == self._shape[0]
+        counts = self.counts if whole else self.counts_rows(start, stop)
+        out = np.zeros((stop - start, self._shape[1]), dtype=np.float32)
+        if self.n_frames == 0 or out.size == 0:
+            return out, counts
+        if self._raw.n_frames:
+            partial = self._raw_sum[start:stop]
+            partial_counts = self._raw.counts() if whole else self._raw.counts_rows(start, stop)
+        else:
+            partial, partial_counts = np.zeros((0, 0), dtype=np.uint32), counts
+        offset, gain = self._raw_camera
+        unseen = _k.mean_of_sums(self._total[start:stop], partial, partial_counts, offset, gain, counts, out)
+        if 0 < unseen < out.size:
+            seen = counts > 0
             out[~seen] = np.median(out[seen])
-        return out
+        return out, counts

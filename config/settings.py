@@ -30,6 +30,7 @@ __all__ = [
     "BlinkingSettings",
     "OutputSettings",
     "StreamSettings",
+    "LiveSettings",
     "SimulationSettings",
     "load_settings",
     "default_settings",
@@ -63,6 +64,7 @@ class DetectionSettings:
     threshold_sigma: float = 5.0
     late_threshold_sigma: float = 6.0
     every_frames: int = 10
+    late_band_px: int = 128
     match_radius_px: float = 2.0
     border_px: int = 3
 
@@ -72,6 +74,8 @@ class FitSettings:
     roi_size_px: int | None = None
     max_iterations: int = 20
     min_photons_snr: float = 5.0
+    prescreen_sigma: float = 3.0
+    parallel: bool = True
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,16 @@ class StreamSettings:
 
 
 @dataclass(frozen=True)
+class LiveSettings:
+    """Serving results to live dashboards (``[live]`` in default.toml)."""
+
+    endpoint: str = "tcp://127.0.0.1:0"
+    image_interval_s: float = 0.1
+    mean_interval_s: float = 1.0
+    linger_s: float = 1.0
+
+
+@dataclass(frozen=True)
 class SimulationSettings:
     shape_px: tuple[int, int] = (256, 256)
     n_frames: int = 1000
@@ -142,6 +156,7 @@ class Settings:
     blinking: BlinkingSettings = field(default_factory=BlinkingSettings)
     output: OutputSettings = field(default_factory=OutputSettings)
     stream: StreamSettings = field(default_factory=StreamSettings)
+    live: LiveSettings = field(default_factory=LiveSettings)
     simulation: SimulationSettings = field(default_factory=SimulationSettings)
 
     def to_dict(self) -> dict[str, Any]:

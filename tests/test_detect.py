@@ -9,7 +9,8 @@ from scipy.spatial import cKDTree
 from scipy.special import erf
 
 from plstream.analysis import _detect_kernels
-from plstream.analysis.detect import Detections, _background_map, _significance, detect_spots
+from plstream.analysis._shared_kernels import select_kth
+from plstream.analysis.detect import Detections, _background_map, _energy_map, _filter_plan, _significance, detect_spots
 
 SIGMA = 1.3
 
@@ -71,23 +72,41 @@ def _twin_z(data, background, n_map, read_variance):
     return np.where(n_map > 0, z, 0.0)
 
 
-@pytest.mark.parametrize("per_pixel", [False, True])
-def test_matched_filter_matches_scipy_twin(per_pixel):
+def _shifted_frame_counts(shape, shifts):
+    """Frames covering each reference pixel when frame k is shifted by shifts[k] = (dx, dy) px (integers)."""
+    n_map = np.zeros(shape, dtype=np.int32)
+    for dx, dy in shifts:
+        n_map[max(0, -dy) : min(shape[0], shape[0] - dy), max(0, -dx) : min(shape[1], shape[1] - dx)] += 1
+    return n_map
+
+
+@pytest.mark.parametrize("n_kind", ["uniform", "per_pixel", "shifted", "shifted_one_side"])
+def test_matched_filter_matches_scipy_twin(n_kind):
+    """Uniform n (closed form), any map (q from the whole map), and drift-shifted frames (closed form
+    inside, q computed only in the bands along the edges)."""
     rng = np.random.default_rng(0)
     shape = (61, 74)
     xy = rng.uniform(0, 70, (8, 2))
     n_map = np.full(shape, 7.0, dtype=np.float32)
-    if per_pixel:
+    if n_kind == "per_pixel":
         n_map = rng.integers(1, 40, shape).astype(np.float32)
         n_map[:, :3] = 0
+    elif n_kind == "shifted":
+        n_map = _shifted_frame_counts(shape, [(0, 0)] * 5 + [(2, -1), (3, 1), (-1, 2), (1, 3)] * 4)
+    elif n_kind == "shifted_one_side":  # drift one way only: the uniform part touches two edges
+        n_map = _shifted_frame_counts(shape, [(0, 0)] * 5 + [(1, 1), (2, 1), (3, 2)] * 4)
     image = _mean_image(rng, _render(shape, xy, 800, 15.0), n_map)
-    uniform = None if per_pixel else 7.0
+    uniform = 7.0 if n_kind == "uniform" else None
     background = _background_map(image, n_map, 2.0)
     data = image - background
     z, z_test = _significance(data, background, n_map, uniform, SIGMA, 2.0, 5.0)
     expected = _twin_z(data.astype(np.float64), background.astype(np.float64), n_map, 2.0)
     np.testing.assert_allclose(z, expected, rtol=1e-4, atol=1e-4)
     assert np.all(z_test <= z) and np.all(z_test[z < 5.0] == z[z < 5.0])
+    if n_kind.startswith("shifted"):  # the bands path was taken
+        plan = _filter_plan(SIGMA, *shape)
+        core, _ = _energy_map(n_map, float(n_map.max()), plan.taps, plan.box_half, plan.sums, False)
+        assert core[1] - core[0] > 20 and core[3] - core[2] > 20
 
 
 def test_local_maxima_match_numpy_twin():
@@ -111,7 +130,7 @@ def test_select_kth_matches_sort():
     for n in (1, 2, 5, 36, 101):
         values = rng.integers(0, 6, n).astype(np.float64)  # many ties
         for k in range(n):
-            assert _detect_kernels.select_kth(values.copy(), n, k) == np.sort(values)[k]
+            assert select_kth(values.copy(), n, k) == np.sort(values)[k]
 
 
 # ----------------------------------------------------------------------------- statistics

@@ -7,7 +7,7 @@ import pytest
 from scipy import integrate
 from scipy.special import erf
 
-from plstream.analysis._integrate_kernels import annulus_level, pixel_overlap
+from plstream.analysis._integrate_kernels import _LEVEL_BINS, _gather_annulus, annulus_level, pixel_overlap
 from plstream.analysis.integrate import Photometry, integrate_spots, integrate_spots_into, photometry_scratch
 
 SIGMA = 1.3
@@ -122,7 +122,56 @@ def test_annulus_level_handles_ties_and_matches_twin():
     rng = np.random.default_rng(2)
     for values in (rng.poisson(10.0, 61), rng.poisson(3.0, 40) / 2.0, rng.normal(50, 3, 33), np.full(10, 4.0)):
         expected = _twin_level(values, 1.0)
-        assert annulus_level(values.astype(np.float64), values.size, 1.0) == pytest.approx(expected, abs=1e-12)
+        assert _level(values, 1.0) == pytest.approx(expected, abs=1e-12)
+
+
+def _level(values, read_variance=1.0):
+    values = np.asarray(values, dtype=np.float64)
+    return annulus_level(values.copy(), values.size, read_variance, np.empty(values.size + _LEVEL_BINS, np.int64))
+
+
+def test_annulus_level_matches_twin_on_many_value_sets():
+    """The binned median search gives what a full sort gives, for any kind of values."""
+    rng = np.random.default_rng(7)
+    for trial in range(300):
+        n = int(rng.integers(8, 250))
+        kind = trial % 5
+        if kind == 0:  # photons from integer ADU: few distinct values, many ties
+            values = (rng.poisson(20.0, n) * 2.2 + 0.7) / 2.2 - 0.3
+        elif kind == 1:  # continuous
+            values = rng.normal(50.0, 4.0, n)
+        elif kind == 2:  # a bright outlier stretches the range: most values share a bin
+            values = np.append(rng.poisson(5.0, n - 1).astype(float), 1e6)
+        elif kind == 3:  # negative, read-noise dominated
+            values = rng.normal(-1.0, 0.5, n).round(2)
+        else:  # two values only
+            values = rng.choice([3.0, 4.0], n)
+        assert _level(values, 1.5) == pytest.approx(_twin_level(values, 1.5), abs=1e-12), (trial, n)
+
+
+def test_annulus_level_falls_back_for_non_finite_values():
+    assert _level([5.0, 5.0, 5.0, 5.0]) == pytest.approx(_twin_level([5.0] * 4, 1.0), abs=1e-12)
+    with_inf = [1.0, 2.0, 3.0, np.inf, 4.0, 5.0, 6.0, 7.0, 8.0]
+    assert np.isfinite(_level(with_inf))
+
+
+def test_annulus_pixels_are_exactly_the_ring():
+    rng = np.random.default_rng(8)
+    image = rng.normal(size=(60, 60))
+    rows, cols = np.mgrid[:60, :60]
+    for _ in range(500):
+        x, y = rng.uniform(-6, 66, 2)
+        if rng.random() < 0.3:  # centres on and between pixels: distances exactly at the radii
+            x, y = round(x) + rng.choice([0.0, 0.5]), float(round(y))
+        inner = rng.uniform(0.5, 6.0)
+        outer = inner + rng.uniform(0.1, 5.0)
+        r0, r1 = max(0, math.ceil(y - outer)), min(59, math.floor(y + outer))
+        c0, c1 = max(0, math.ceil(x - outer)), min(59, math.floor(x + outer))
+        out = np.empty(max(r1 - r0 + 2, 0) * max(c1 - c0 + 2, 0) + 1)
+        n = _gather_annulus(image, x, y, inner * inner, outer * outer, r0, r1, c0, c1, out)
+        d2 = (cols - x) * (cols - x) + (rows - y) * (rows - y)
+        expected = image[(d2 >= inner * inner) & (d2 <= outer * outer)]
+        np.testing.assert_array_equal(out[:n], expected)
 
 
 # ----------------------------------------------------------------------------- statistics

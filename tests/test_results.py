@@ -657,3 +657,29 @@ def test_layout_matches_docs(tmp_path):
     undocumented = sorted(a for a in root_attrs - {"run_uid"} if f"| `{a}` |" not in text)
     assert not undocumented, f"root attributes {undocumented} are not documented; {fix}"
     assert f"layout version {LAYOUT_VERSION}" in text.splitlines()[0], f"the title must name version {LAYOUT_VERSION}"
+
+
+def test_frames_without_spots_before_the_first_spot_is_found(tmp_path):
+    """A run whose first frames have no spots (e.g. a dark field) writes them as rows with S_t = 0."""
+    path = tmp_path / "run.h5"
+    empty = [0, 0, 0]
+    with ResultWriter(path, run_info={}, flush_interval_s=0.02) as writer:
+        for t in range(6):
+            record = make_record(t)
+            if t < len(empty):
+                none = np.zeros(0)
+                record = FrameRecord(
+                    index=t, seq=t, timestamp=record.timestamp, drift_xy=record.drift_xy,
+                    intensity=none.astype(np.float32), background=none.astype(np.float32),
+                    weighted=none.astype(np.float32), fit_x=none, fit_y=none,
+                    fit_amplitude=none.astype(np.float32), fit_sigma=none.astype(np.float32),
+                    fit_background=none.astype(np.float32), fit_uncertainty=none.astype(np.float32),
+                    fit_success=none.astype(bool), state=none.astype(np.int8),
+                )
+            else:
+                record = FrameRecord(**{**record.__dict__, "seq": t})
+            writer.append(record)
+    results = load_results(path)
+    assert results.n_frames == 6 and results.intensity.shape == (6, n_spots_at(5))
+    assert np.all(np.isnan(results.intensity[:3])) and np.all(results.state[:3] == -1)
+    np.testing.assert_array_equal(results.intensity[3:, :4], np.stack([make_record(t).intensity[:4] for t in range(3, 6)]))
