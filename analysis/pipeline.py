@@ -7,6 +7,13 @@ records gaps in the sequence numbers, and keeps counters. A frame that cannot
 be analyzed is logged with its sequence number and counted; the analysis goes
 on. :func:`run_analysis` drives a session from a subscriber until the stream
 ends, the user stops it, or the source falls silent.
+
+With ``live=True`` a session also keeps a :class:`~plstream.analysis.live_state.LiveState`
+(:attr:`AnalysisSession.live`) that a live result server answers dashboards
+from: every result row, the latest frame every ``live.image_interval_s``, the
+spot table and the running mean every ``live.mean_interval_s``, and a status
+dict (:meth:`AnalysisSession.live_status`). Feeding it costs a row copy per
+frame; the analysis never waits for a viewer.
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ import numpy as np
 from plstream import __version__
 from plstream.analysis.analyzer import StreamingAnalyzer
 from plstream.analysis.camera import CameraModel, estimate_camera_model, resolve_camera_model
+from plstream.analysis.live_feed import LiveFeed
+from plstream.analysis.live_state import LiveState
 from plstream.analysis.results import ResultWriter
 from plstream.config import Settings
 from plstream.stream.messages import EndMessage, FrameMessage, HeartbeatMessage, StartMessage
@@ -77,9 +86,11 @@ class AnalysisSession:
         Effective settings (stored in the result file).
     output_path : path
         Result file to create.
+    live : bool
+        Keep a :class:`LiveState` for live viewers (:attr:`live`); off by default.
     """
 
-    def __init__(self, settings: Settings, output_path: str | Path) -> None:
+    def __init__(self, settings: Settings, output_path: str | Path, *, live: bool = False) -> None:
         self._settings = settings
         self._output_path = Path(output_path)
         self.status = SessionStatus()
@@ -94,6 +105,7 @@ class AnalysisSession:
         self._source_counters: dict[str, Any] = {}
         self._last_spot_table = 0.0
         self._closed = False
+        self._live_feed = LiveFeed(self.status, self._output_path, settings) if live else None
 
     # ------------------------------------------------------------------ dispatch
     def handle(self, message: Any) -> bool:
@@ -122,6 +134,17 @@ class AnalysisSession:
     def output_path(self) -> Path:
         return self._output_path
 
+    @property
+    def live(self) -> LiveState | None:
+        """What live viewers are served (``None`` unless the session was made with ``live=True``)."""
+        return self._live_feed.state if self._live_feed is not None else None
+
+    def live_status(self) -> dict[str, Any]:
+        """The ``LiveUpdate.status`` dict now (state, counters, rates, lag); safe from any thread."""
+        if self._live_feed is None:
+            raise RuntimeError("live_status() needs a session made with live=True")
+        return self._live_feed.status()
+
     # ------------------------------------------------------------------ handlers
     def _on_start(self, message: StartMessage) -> None:
         if self._run_uid is not None and message.run_uid != self._run_uid:
@@ -137,11 +160,15 @@ class AnalysisSession:
         n = self._source.get("n_frames")
         self.status.source_frames = int(n) if isinstance(n, int) else None
         logger.info("stream started: %s, frames %s, %s", self._source.get("source", "?"), message.shape, message.dtype)
+        if self._live_feed is not None:
+            self._live_feed.describe_run(message.run_uid, message.shape, self._source)
 
     def _on_frame(self, message: FrameMessage) -> None:
         if self._run_uid is None:
             logger.warning("joined the stream mid-run at frame %d (its start message was missed)", message.seq)
             self._run_uid = message.run_uid
+            if self._live_feed is not None:
+                self._live_feed.describe_run(message.run_uid, message.data.shape, {})
         elif message.run_uid != self._run_uid:
             return
         self.status.frames_received += 1
@@ -237,6 +264,7 @@ class AnalysisSession:
             },
             flush_interval_s=self._settings.output.flush_interval_s,
             overwrite=self._settings.output.overwrite,
+            frame_shape=shape,  # type: ignore[arg-type]
         )
         self._flush_gaps()
         self._pending = []
@@ -253,6 +281,8 @@ class AnalysisSession:
             return
         for record in records:
             self._writer.append(record)
+            if self._live_feed is not None:
+                self._live_feed.state.append(record)
         self.status.frames_analyzed += 1
         self.status.spots = len(self._analyzer.spots)
         drift = self._analyzer.drift
@@ -261,30 +291,48 @@ class AnalysisSession:
         if now - self._last_spot_table >= _SPOT_TABLE_INTERVAL_S:
             self._write_spot_table()
             self._last_spot_table = now
+        if self._live_feed is not None:
+            self._live_feed.on_frame(message, self._analyzer)
 
     def _write_spot_table(self) -> None:
         assert self._analyzer is not None and self._writer is not None
         spots = self._analyzer.spots
         self._writer.set_spots(spots.xy[:, 0].copy(), spots.xy[:, 1].copy(), spots.first_frame.copy())
+        self._writer.set_mean_image(self._analyzer.running_mean())
 
     # ------------------------------------------------------------------ end
-    def close(self, status: str) -> dict[str, Any]:
-        """Finish the result file with ``status`` ("complete", "interrupted", "error"); returns the summary."""
+    def close(self, status: str, message: str = "") -> dict[str, Any]:
+        """Finish the result file with ``status`` ("complete", "interrupted", "error"); returns the summary.
+
+        ``message`` says why the run ended (for ``"error"``); live viewers get it
+        with the final state, which they see only after the last rows.
+        """
         if self._closed:
             return self.summary()
         self._closed = True
-        if self._analyzer is None and self._pending:
-            try:
-                self._start_analysis()
-            except ValueError as exc:
-                logger.error("%s", exc)
-        summary = self.summary()
-        if self._writer is not None:
-            assert self._analyzer is not None
-            for record in self._analyzer.finish():
-                self._writer.append(record)
-            self._write_spot_table()
-            self._writer.close(status, summary)
+        try:
+            if self._analyzer is None and self._pending:
+                try:
+                    self._start_analysis()
+                except ValueError as exc:
+                    logger.error("%s", exc)
+            summary = self.summary()
+            if self._writer is not None:
+                assert self._analyzer is not None
+                for record in self._analyzer.finish():
+                    self._writer.append(record)
+                    if self._live_feed is not None:
+                        self._live_feed.state.append(record)
+                self._write_spot_table()
+                if self._live_feed is not None:
+                    self._live_feed.publish_tables(self._analyzer)
+                self._writer.close(status, summary)
+        except Exception as exc:
+            if self._live_feed is not None:
+                self._live_feed.finish("error", f"the analysis could not be finished: {exc}")
+            raise
+        if self._live_feed is not None:
+            self._live_feed.finish(status, message)
         return summary
 
     def summary(self) -> dict[str, Any]:

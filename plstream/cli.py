@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import zmq
 
@@ -21,6 +21,7 @@ from plstream.analysis.evaluation import evaluate
 from plstream.analysis.results import load_results
 from plstream.analysis.warmup import compile_kernels
 from plstream.config import Settings, SettingsError, load_settings
+from plstream.desktop import display_available, launch_dashboard
 from plstream.orchestration import (
     AnalysisOutcome,
     analyze_stream,
@@ -58,6 +59,22 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--debug", action="store_true", help="debug logging and full tracebacks")
 
 
+def _add_live(parser: argparse.ArgumentParser, *, dashboard: bool) -> None:
+    parser.add_argument(
+        "--live",
+        metavar="ENDPOINT",
+        help="serve live results to dashboards here, e.g. tcp://127.0.0.1:5560 (default: live.endpoint, "
+        "a free port on this machine; '' serves nothing); view with 'plstream dashboard --connect ENDPOINT'",
+    )
+    if dashboard:
+        parser.add_argument(
+            "--headless",
+            action="store_true",
+            help="do not open the dashboard window (it opens when a display is available); "
+            "live results are still served (see --live)",
+        )
+
+
 def _add_output(parser: argparse.ArgumentParser, required: bool) -> None:
     parser.add_argument("--out", required=required, metavar="RESULT.h5", help="result file to write (HDF5)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing result file")
@@ -85,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frame-rate", type=float, metavar="HZ", help="camera frame rate (default: simulation.frame_rate_hz)")
     p.add_argument("--unpaced", action="store_true", help="stream as fast as possible instead of at the frame rate")
     p.add_argument("--seed", type=int, help="simulation seed (default: simulation.seed)")
-    p.add_argument("--headless", action="store_true", help="no dashboard (the dashboard is not built yet; always headless)")
+    _add_live(p, dashboard=True)
     _add_common(p)
 
     p = sub.add_parser(
@@ -98,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", help="TIFF stack, folder of TIFF images, or video file (MP4/AVI/...)")
     _add_output(p, required=True)
     p.add_argument("--truth", metavar="TRUTH.h5", help="ground truth to score against (default: <movie>.truth.h5 if present)")
-    p.add_argument("--headless", action="store_true", help="no dashboard (always headless for now)")
+    _add_live(p, dashboard=True)
     _add_common(p)
 
     p = sub.add_parser(
@@ -125,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--connect", metavar="ENDPOINT", help="source endpoint to connect to (default: stream.endpoint)")
     group.add_argument("--bind", metavar="ENDPOINT", help="bind here and let the source connect")
     _add_output(p, required=True)
+    _add_live(p, dashboard=False)
     _add_common(p)
 
     p = sub.add_parser("simulate", help="write a simulated movie (multi-page TIFF) and its ground truth")
@@ -140,6 +158,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("result", help="result file (HDF5)")
     p.add_argument("truth", help="truth file written by 'plstream simulate' or 'plstream run'")
     p.add_argument("--check", action="store_true", help="exit with status 1 if an acceptance bar is missed")
+    _add_common(p)
+
+    p = sub.add_parser(
+        "dashboard",
+        help="watch a running analysis live (--connect) or look at a result file",
+        description="Open the dashboard window on the live results of a running analysis (the endpoint "
+        "'plstream run', 'replay' and 'analyze' print) or on a result file. Give exactly one of RESULT.h5 "
+        "and --connect.",
+    )
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("result", nargs="?", metavar="RESULT.h5", help="result file to show")
+    source.add_argument(
+        "--connect", metavar="ENDPOINT", help="live results of a running analysis, e.g. tcp://127.0.0.1:5560"
+    )
+    p.add_argument("--screenshot", metavar="PNG", help="save the window as PNG once the data are shown, then exit")
+    p.add_argument(
+        "--select", type=int, default=3, metavar="N", help="brightest spots whose traces are shown at first (default 3)"
+    )
     _add_common(p)
     return parser
 
@@ -202,6 +238,37 @@ def _outcome_exit(outcome: AnalysisOutcome) -> int:
     return EXIT_OK if outcome.status == "complete" else EXIT_ERROR
 
 
+def _live_endpoint(args: argparse.Namespace, settings: Settings) -> str | None:
+    """The --live endpoint, else live.endpoint; None when live results are turned off ('')."""
+    endpoint = args.live if args.live is not None else settings.live.endpoint
+    return endpoint or None
+
+
+def _on_live_ready(open_dashboard: bool) -> Callable[[str], None]:
+    """Tell the user where the live results are; open the dashboard on them when asked to."""
+
+    def ready(endpoint: str) -> None:
+        print(
+            f"plstream: live results at {endpoint} (view with: plstream dashboard --connect {endpoint})",
+            file=sys.stderr,
+            flush=True,
+        )
+        if open_dashboard:
+            launch_dashboard(endpoint)
+
+    return ready
+
+
+def _wants_dashboard(args: argparse.Namespace) -> bool:
+    """Open a dashboard window: not --headless, and a display to show it on."""
+    if args.headless:
+        return False
+    if not display_available():
+        logger.info("no display (no DISPLAY / WAYLAND_DISPLAY, or QT_QPA_PLATFORM=offscreen): no dashboard window")
+        return False
+    return True
+
+
 def _warm_up() -> None:
     started = time.monotonic()
     print("plstream: preparing the analysis kernels (compiled once, then cached)...", file=sys.stderr)
@@ -247,7 +314,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     )
     progress = ProgressLine()
     started = time.monotonic()
-    outcome = analyze_with_source_process(SourceSpec.simulated(settings), settings, out, on_tick=progress)
+    live = _live_endpoint(args, settings)
+    outcome = analyze_with_source_process(
+        SourceSpec.simulated(settings),
+        settings,
+        out,
+        on_tick=progress,
+        live_endpoint=live,
+        on_live_ready=_on_live_ready(live is not None and _wants_dashboard(args)),
+    )
     progress.finish(outcome.session_status)
     _report(outcome, time.monotonic() - started)
     if outcome.session_status.frames_analyzed:
@@ -275,7 +350,15 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     _warm_up()
     progress = ProgressLine()
     started = time.monotonic()
-    outcome = analyze_with_source_process(SourceSpec.file(args.path), settings, out, on_tick=progress)
+    live = _live_endpoint(args, settings)
+    outcome = analyze_with_source_process(
+        SourceSpec.file(args.path),
+        settings,
+        out,
+        on_tick=progress,
+        live_endpoint=live,
+        on_live_ready=_on_live_ready(live is not None and _wants_dashboard(args)),
+    )
     progress.finish(outcome.session_status)
     _report(outcome, time.monotonic() - started)
     if truth.exists() and outcome.session_status.frames_analyzed:
@@ -340,7 +423,16 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         with FrameSubscriber(
             context, endpoint, bind=bind, pattern="pull", max_frame_bytes=int(settings.stream.max_frame_mb * 2**20)
         ) as subscriber:
-            outcome = analyze_stream(subscriber, settings, out, stop_event=stop_event, on_tick=progress)
+            outcome = analyze_stream(
+                subscriber,
+                settings,
+                out,
+                stop_event=stop_event,
+                on_tick=progress,
+                live_endpoint=_live_endpoint(args, settings),
+                on_live_ready=_on_live_ready(open_dashboard=False),
+                context=context,
+            )
     progress.finish(outcome.session_status)
     _report(outcome, time.monotonic() - started)
     return _outcome_exit(outcome)
@@ -373,6 +465,35 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _dashboard_import_problem(exc: ImportError) -> str:
+    """What to tell a user whose dashboard cannot be imported, and how to fix it."""
+    missing = (exc.name or "").split(".")[0]
+    install = f"{sys.executable} -m pip install 'PySide6-Essentials>=6.6' 'pyqtgraph>=0.13.7'"
+    if missing in ("PySide6", "shiboken6", "pyqtgraph"):
+        return f"the dashboard needs {missing}, which is not installed; install it with: {install}"
+    if missing == "plstream":
+        return f"this plstream installation has no dashboard ({exc}); reinstall plstream"
+    return (
+        f"the dashboard cannot load Qt ({exc}); reinstall it with: {install} --force-reinstall "
+        "(on Linux the system also needs the OpenGL/EGL and xcb libraries, e.g. libegl1 and libxcb-cursor0)"
+    )
+
+
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    if args.select < 0:
+        raise UsageError(f"--select {args.select}: give the number of spots to preselect, 0 or more")
+    if args.result is not None and not Path(args.result).exists():
+        raise UsageError(f"result file {args.result} not found; give the path of an .h5 file written by plstream")
+    try:
+        from plstream.dashboard.app import run_dashboard
+    except ImportError as exc:
+        if args.debug:
+            raise
+        print(f"plstream: error: {_dashboard_import_problem(exc)}", file=sys.stderr)
+        return EXIT_ERROR
+    return run_dashboard(connect=args.connect, result_path=args.result, screenshot=args.screenshot, select=args.select)
+
+
 _COMMANDS = {
     "run": _cmd_run,
     "replay": _cmd_replay,
@@ -380,6 +501,7 @@ _COMMANDS = {
     "analyze": _cmd_analyze,
     "simulate": _cmd_simulate,
     "evaluate": _cmd_evaluate,
+    "dashboard": _cmd_dashboard,
 }
 
 # Errors that are the user's input or environment, reported as one line (tracebacks with --debug).

@@ -5,6 +5,12 @@
 socket on 127.0.0.1; this process analyzes and writes the result file. Ctrl-C
 sets a stop flag: the source stops, the frames analyzed so far are written, and
 the file is closed with status ``interrupted``.
+
+Given a ``live_endpoint``, the analysis also serves its results to dashboards
+there (:class:`~plstream.stream.LiveResultServer` over the session's
+:class:`~plstream.analysis.live_state.LiveState`) from before the first frame
+until ``linger_s`` after the result file is closed, so a connected dashboard
+sees the final state.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import multiprocessing
 import queue
 import signal
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -26,7 +33,7 @@ from plstream.analysis.results import ResultWriteError
 from plstream.analysis.pipeline import AnalysisSession, SessionStatus, StreamSilentError, run_analysis
 from plstream.config import Settings
 from plstream.sources import SourceSpec, build_source
-from plstream.stream import FramePublisher, FrameSubscriber, publish
+from plstream.stream import FramePublisher, FrameSubscriber, LiveResultServer, publish
 
 __all__ = ["AnalysisOutcome", "analyze_stream", "analyze_with_source_process", "stop_on_sigint", "publish_source"]
 
@@ -118,6 +125,37 @@ def _source_process_main(
         results.put(("error", f"the frame source failed: {type(exc).__name__}: {exc}"))
 
 
+@contextlib.contextmanager
+def _serving_live_results(
+    context: zmq.Context,
+    session: AnalysisSession,
+    endpoint: str,
+    *,
+    on_live_ready: Callable[[str], None] | None,
+    linger_s: float,
+) -> Iterator[None]:
+    """Serve ``session.live`` on ``endpoint`` for the duration of the block, then ``linger_s`` more.
+
+    Raises :class:`~plstream.stream.LiveEndpointError` (an OSError) when the
+    endpoint cannot be bound. The linger is skipped when the block raised.
+    """
+    live = session.live
+    assert live is not None, "the session needs live=True"
+    with LiveResultServer(context, endpoint, live.update_for) as server:
+        logger.info(
+            "live results at %s; view with: plstream dashboard --connect %s", server.endpoint, server.endpoint
+        )
+        if on_live_ready is not None:
+            on_live_ready(server.endpoint)
+        yield
+        if linger_s > 0:
+            logger.debug("serving the final live results %.1f s more", linger_s)
+            try:
+                time.sleep(linger_s)
+            except KeyboardInterrupt:
+                logger.debug("stopped serving live results early (Ctrl-C)")
+
+
 def analyze_stream(
     subscriber: FrameSubscriber,
     settings: Settings,
@@ -126,28 +164,77 @@ def analyze_stream(
     stop_event: threading.Event,
     on_tick: Callable[[SessionStatus], None] | None = None,
     source_alive: Callable[[], bool] | None = None,
+    live_endpoint: str | None = None,
+    on_live_ready: Callable[[str], None] | None = None,
+    linger_s: float | None = None,
+    context: zmq.Context | None = None,
 ) -> AnalysisOutcome:
-    """Analyze what ``subscriber`` receives into ``output_path``; always closes the file."""
-    session = AnalysisSession(settings, output_path)
-    error = ""
-    try:
-        status = run_analysis(
-            subscriber,
-            session,
-            stop_event=stop_event,
-            silence_warning_s=settings.stream.silence_warning_s,
-            peer_timeout_s=settings.stream.peer_timeout_s,
-            source_alive=source_alive,
-            on_tick=on_tick,
-        )
-        if status == "error":
-            error = session.status.end_message or f"the source ended the stream with {session.status.end_reason!r}"
-    except (StreamSilentError, ResultWriteError) as exc:
-        status, error = "error", str(exc)
-    except KeyboardInterrupt:
-        status = "interrupted"
-    summary = session.close(status)
-    return AnalysisOutcome(status, summary, session.output_path, session.status, error)
+    """Analyze what ``subscriber`` receives into ``output_path``; always closes the file.
+
+    Parameters
+    ----------
+    subscriber : FrameSubscriber
+        Where the frames come from.
+    settings : Settings
+        Effective settings of the run.
+    output_path : path
+        Result file to write.
+    stop_event : threading.Event
+        Set it to stop (the file is closed with status ``interrupted``).
+    on_tick : callable, optional
+        Called with the session's counters after each message (progress line).
+    source_alive : callable, optional
+        False once the source process died (the analysis then ends with an error).
+    live_endpoint : str, optional
+        Serve live results here (port 0: a free port); ``None`` or ``""``: do not serve.
+    on_live_ready : callable, optional
+        Called with the resolved live endpoint (``tcp://127.0.0.1:PORT``) once it
+        is bound, before the first frame (e.g. to start a dashboard).
+    linger_s : float, optional
+        Seconds live results are still served after the file is closed
+        (default ``live.linger_s``).
+    context : zmq.Context, optional
+        Context for the live result socket (default: a private one).
+
+    Raises
+    ------
+    LiveEndpointError
+        ``live_endpoint`` cannot be bound (nothing has been analyzed yet).
+    """
+    session = AnalysisSession(settings, output_path, live=bool(live_endpoint))
+    with contextlib.ExitStack() as serving:
+        if live_endpoint:
+            if context is None:
+                context = serving.enter_context(zmq.Context())
+            serving.enter_context(
+                _serving_live_results(
+                    context,
+                    session,
+                    live_endpoint,
+                    on_live_ready=on_live_ready,
+                    linger_s=settings.live.linger_s if linger_s is None else linger_s,
+                )
+            )
+        error = ""
+        try:
+            status = run_analysis(
+                subscriber,
+                session,
+                stop_event=stop_event,
+                silence_warning_s=settings.stream.silence_warning_s,
+                peer_timeout_s=settings.stream.peer_timeout_s,
+                source_alive=source_alive,
+                on_tick=on_tick,
+            )
+            if status == "error":
+                error = session.status.end_message or f"the source ended the stream with {session.status.end_reason!r}"
+        except (StreamSilentError, ResultWriteError) as exc:
+            status, error = "error", str(exc)
+        except KeyboardInterrupt:
+            status = "interrupted"
+        summary = session.close(status, error)
+        outcome = AnalysisOutcome(status, summary, session.output_path, session.status, error)
+    return outcome
 
 
 def analyze_with_source_process(
@@ -156,8 +243,15 @@ def analyze_with_source_process(
     output_path: str | Path,
     *,
     on_tick: Callable[[SessionStatus], None] | None = None,
+    live_endpoint: str | None = None,
+    on_live_ready: Callable[[str], None] | None = None,
+    linger_s: float | None = None,
 ) -> AnalysisOutcome:
-    """Run the source in a spawned process and analyze its stream here (``run``, ``replay``)."""
+    """Run the source in a spawned process and analyze its stream here (``run``, ``replay``).
+
+    ``live_endpoint``, ``on_live_ready`` and ``linger_s`` are as in
+    :func:`analyze_stream`: serve live results while analyzing.
+    """
     stop_event = threading.Event()
     mp = multiprocessing.get_context("spawn")
     source_stop = mp.Event()
@@ -185,6 +279,10 @@ def analyze_with_source_process(
                     stop_event=stop_event,
                     on_tick=on_tick,
                     source_alive=process.is_alive,
+                    live_endpoint=live_endpoint,
+                    on_live_ready=on_live_ready,
+                    linger_s=linger_s,
+                    context=context,
                 )
             finally:
                 source_stop.set()

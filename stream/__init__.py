@@ -3,8 +3,22 @@
 The wire format (``docs/wire_format.md``) is defined in :mod:`.messages` and
 encoded by :mod:`.wire`; :class:`FramePublisher` and :func:`publish` send a
 run, :class:`FrameSubscriber` receives it and accounts for lost frames.
+
+The live result protocol (same document) lets viewers pull analysis results
+from a running analyzer: its schema is :mod:`.live_messages`, its encoding
+:mod:`.live_wire`; :class:`LiveResultServer` answers, :class:`LiveResultClient` asks.
 """
 
+from plstream.stream.live_client import LiveResultClient
+from plstream.stream.live_messages import LIVE_STATES, LIVE_VERSION, LiveRequest, LiveUpdate, empty_update
+from plstream.stream.live_server import LiveEndpointError, LiveResultServer
+from plstream.stream.live_wire import (
+    LiveProtocolError,
+    decode_request,
+    decode_update,
+    encode_request,
+    encode_update,
+)
 from plstream.stream.messages import (
     ALLOWED_DTYPES,
     END_REASONS,
@@ -37,4 +51,17 @@ __all__ = [
     "StreamError",
     "StreamStopped",
     "ConsumerTimeout",
+    "LIVE_VERSION",
+    "LIVE_STATES",
+    "LiveRequest",
+    "LiveUpdate",
+    "empty_update",
+    "LiveProtocolError",
+    "encode_request",
+    "decode_request",
+    "encode_update",
+    "decode_update",
+    "LiveResultServer",
+    "LiveEndpointError",
+    "LiveResultClient",
 ]

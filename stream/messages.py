@@ -90,7 +90,9 @@ class FrameMessage:
         The 2-D image (rows, cols). A decoded frame's array is a read-only view
         on the received message buffer (see :func:`plstream.stream.wire.decode`).
     metadata : dict
-        Small extras from the source (e.g. exposure); may be empty.
+        Small extras from the source (e.g. exposure); may be empty. The
+        publisher adds ``t_pub``: when it sent the frame, s since the Unix
+        epoch (its clock), from which the analyzer reports its lag.
     """
 
     kind: ClassVar[str] = "frame"

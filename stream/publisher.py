@@ -194,7 +194,8 @@ class FramePublisher:
     def send_frame(self, frame: Frame, *, should_stop: StopCheck | None = None, timeout_s: float | None = None) -> None:
         """Send one frame of the current run (blocks while the consumer is busy)."""
         run_uid = self._require_run()
-        message = FrameMessage(run_uid, frame.seq, frame.timestamp, frame.data, dict(frame.metadata))
+        metadata = {**frame.metadata, "t_pub": self._clock()}  # send time, for the analyzer's lag
+        message = FrameMessage(run_uid, frame.seq, frame.timestamp, frame.data, metadata)
         self._send(wire.encode(message), should_stop, timeout_s)
         self.last_seq = int(frame.seq)
         self.counters["frames_sent"] += 1
