@@ -1,0 +1,7 @@
+"""``python -m plstream.dashboard``: same arguments as ``plstream dashboard``."""
+
+import sys
+
+from plstream.dashboard.app import main
+
+sys.exit(main())
