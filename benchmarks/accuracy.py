@@ -47,10 +47,11 @@ def run(frames: int, seed: int, folder: Path) -> int:
     return 0 if not failures else 1
 
 
-def cli(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> int:
+    """Simulate, replay, print the metrics; returns 1 if a bar is missed."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--frames", type=int, default=1000)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--frames", type=int, default=1000, help="frames to simulate (default 1000)")
+    parser.add_argument("--seed", type=int, default=0, help="simulation seed (default 0)")
     parser.add_argument("--keep", type=Path, help="folder to keep the movie and results in")
     args = parser.parse_args(argv)
     if args.keep:
@@ -61,4 +62,4 @@ def cli(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(cli())
+    sys.exit(main())

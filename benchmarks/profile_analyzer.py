@@ -1,9 +1,10 @@
-"""Where the analyzer's time goes, per stage, on a 512x512 movie with 300 emitters.
+"""Where the analyzer's time goes, per function, on a 512x512 movie with 300 emitters.
 
 Renders frames with the simulator (outside the timed part), warms the analyzer
-up on 50 frames, then profiles ``StreamingAnalyzer.process`` on the rest and
-prints frames/s and the functions that take the most time. No ZeroMQ and no
-HDF5: this is the analysis alone. Run by hand::
+up on 50 frames, then profiles ``StreamingAnalyzer.process`` on the rest with
+cProfile and prints frames/s and the functions that take the most time. No
+ZeroMQ and no HDF5: this is the analysis alone (``scaling.py`` gives the same
+per stage, without a profiler, for several sizes). Run by hand::
 
     .venv/bin/python benchmarks/profile_analyzer.py [--frames 400] [--size 512] [--emitters 300]
 """
@@ -16,25 +17,29 @@ import pstats
 import sys
 import time
 
-from plstream.acquire_adapters import SimulatedCamera, SimulationParams
+import _common
+from plstream.acquire_adapters import SimulatedCamera
 from plstream.analysis.analyzer import StreamingAnalyzer
-from plstream.analysis.camera import CameraModel
 from plstream.config import load_settings
 
 _WARM_UP = 50
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Profile the analyzer and print the table; returns the exit status."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--frames", type=int, default=400)
-    parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--emitters", type=int, default=300)
+    parser.add_argument("--frames", type=int, default=400, help="frames, the first 50 not profiled (default 400)")
+    parser.add_argument("--size", type=int, default=512, help="frame size, px, square (default 512)")
+    parser.add_argument("--emitters", type=int, default=300, help="simulated emitters (default 300)")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-v info, -vv debug)")
     args = parser.parse_args(argv)
-    params = SimulationParams(shape=(args.size, args.size), n_frames=args.frames, n_emitters=args.emitters)
+    _common.configure_logging(args.verbose)
+    if args.frames <= _WARM_UP:
+        parser.error(f"--frames must be more than the {_WARM_UP} warm-up frames")
+    params = _common.simulation_params(args.size, args.frames, args.emitters)
     camera = SimulatedCamera(params, seed=1)
     frames = [camera.render_frame(t) for t in range(args.frames)]
-    model = CameraModel(params.offset_adu, params.gain_adu_per_e, params.read_noise_e, {})
-    analyzer = StreamingAnalyzer(load_settings(), params.shape, model)
+    analyzer = StreamingAnalyzer(load_settings(), params.shape, _common.camera_model_of(camera.describe()))
     for t in range(_WARM_UP):
         analyzer.process(t, 0.0, frames[t])
     profile = cProfile.Profile()
@@ -47,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     n = args.frames - _WARM_UP
     print(f"analyzer alone, {args.size}x{args.size}, {args.emitters} emitters, {len(analyzer.spots)} spots: "
           f"{n / elapsed:.0f} frames/s ({elapsed / n * 1e3:.1f} ms/frame, under the profiler)")
+    print(f"machine: {_common.machine_description()}")
     pstats.Stats(profile).sort_stats("tottime").print_stats(12)
     return 0
 

@@ -1,11 +1,11 @@
 """Peak memory of ``plstream replay`` on a large TIFF stack, against the file size.
 
 Writes a simulated 512x512 uint16 movie of the requested size (default 2 GiB,
-4096 frames) unless it exists, runs ``plstream replay`` on it, and samples the
-resident memory of the replay process tree (analyzer + source process) from
-/proc every 0.2 s. Anonymous memory (heap, arrays) and file-backed memory
-(mapped files and shared libraries, which the kernel can drop at any time) are
-reported separately. Run by hand (Linux)::
+4096 frames) unless it is cached already, runs ``plstream replay`` on it in a
+subprocess, and samples the resident memory of the replay process tree
+(analyzer + source process) from /proc every 0.2 s. Anonymous memory (heap,
+arrays) and file-backed memory (mapped files and shared libraries, which the
+kernel can drop at any time) are reported separately. Run by hand (Linux)::
 
     .venv/bin/python benchmarks/replay_memory.py [--gib 2] [--folder /tmp/plstream-bench]
 """
@@ -13,52 +13,25 @@ reported separately. Run by hand (Linux)::
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from plstream.acquire_adapters import SimulationParams, write_movie
-
-
-def _tree(pid: int) -> list[int]:
-    pids = [pid]
-    for p in os.listdir("/proc"):
-        if p.isdigit():
-            try:
-                fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) in pids and int(p) not in pids:
-                pids.append(int(p))
-    return pids
-
-
-def _rss_kib(pid: int) -> tuple[int, int]:
-    anon = file = 0
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("RssAnon:"):
-                anon = int(line.split()[1])
-            elif line.startswith(("RssFile:", "RssShmem:")):
-                file += int(line.split()[1])
-    except OSError:
-        pass
-    return anon, file
+import _common
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Replay the movie, print its peak memory; returns the replay's exit status."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--gib", type=float, default=2.0, help="movie size in GiB")
-    parser.add_argument("--folder", type=Path, default=Path("/tmp/plstream-bench"))
+    parser.add_argument("--gib", type=float, default=2.0, help="movie size in GiB (default 2)")
+    parser.add_argument("--folder", type=Path, default=_common.DEFAULT_CACHE,
+                        help=f"where the movie is cached and the result written (default {_common.DEFAULT_CACHE})")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-v info, -vv debug)")
     args = parser.parse_args(argv)
-    args.folder.mkdir(parents=True, exist_ok=True)
-    n_frames = int(args.gib * 2**30 / (512 * 512 * 2))
-    movie = args.folder / f"big_{n_frames}.tif"
-    if not movie.exists():
-        print(f"writing {movie} ({n_frames} frames of 512x512 uint16)...", flush=True)
-        write_movie(movie, SimulationParams(shape=(512, 512), n_frames=n_frames, n_emitters=300), seed=1)
+    _common.configure_logging(args.verbose)
+    n_frames = max(1, int(args.gib * 2**30 / (512 * 512 * 2)))
+    movie = _common.cached_movie(args.folder, _common.simulation_params(512, n_frames, 300), seed=1)
     size_gib = movie.stat().st_size / 2**30
     out = args.folder / "big_result.h5"
     cmd = [sys.executable, "-m", "plstream", "replay", str(movie), "--out", str(out), "--overwrite"]
@@ -67,8 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     peak_anon = peak_total = 0
     while proc.poll() is None:
         anon = file = 0
-        for pid in _tree(proc.pid):
-            a, f = _rss_kib(pid)
+        for pid in _common.process_tree(proc.pid):
+            a, f = _common.rss_kib(pid)
             anon, file = anon + a, file + f
         peak_anon, peak_total = max(peak_anon, anon), max(peak_total, anon + file)
         time.sleep(0.2)
@@ -76,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     stdout = proc.stdout.read() if proc.stdout else ""
     print(stdout.strip())
     print(f"\nmovie: {size_gib:.2f} GiB, {n_frames} frames 512x512 uint16, 300 emitters")
+    print(f"machine: {_common.machine_description()}")
     print(f"replay wall time: {elapsed:.1f} s ({n_frames / elapsed:.0f} frames/s incl. start-up)")
     print(f"peak anonymous RSS, analyzer + source processes: {peak_anon / 2**20:.3f} GiB")
     print(f"peak RSS incl. file-backed pages (mapped files and libraries, reclaimable): {peak_total / 2**20:.3f} GiB")
