@@ -48,6 +48,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from plstream.analysis import _analyzer_kernels as _ak
+from plstream.analysis._threads import prefer_passive_waiting
 from plstream.analysis.blinking import OnOffClassifier
 from plstream.analysis.camera import CameraModel
 from plstream.analysis.detect import detect_spots
@@ -177,6 +178,8 @@ class StreamingAnalyzer:
     def __init__(self, settings: Settings, shape: tuple[int, int], camera: CameraModel) -> None:
         if len(shape) != 2 or min(shape) < 8:
             raise ValueError(f"frames must be 2-D and at least 8x8 px, got shape {tuple(shape)}")
+        if settings.fit.parallel:
+            prefer_passive_waiting()  # before numba starts its thread pool
         self._settings = settings
         self._shape = (int(shape[0]), int(shape[1]))
         self._camera = camera

@@ -14,6 +14,7 @@ would have to become ~1e-9 relative; none does.)
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import numba
 import numpy as np
@@ -113,3 +114,14 @@ def test_running_mean_parallel_equals_serial(dtype):
         np.testing.assert_array_equal(photons[1], photons[0])
     np.testing.assert_array_equal(means[1].mean(), means[0].mean())
     np.testing.assert_array_equal(means[1].counts, means[0].counts)
+
+
+def test_idle_numba_workers_sleep_unless_the_user_chose_otherwise(monkeypatch):
+    from plstream.analysis._threads import prefer_passive_waiting
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    prefer_passive_waiting()
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    prefer_passive_waiting()
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
