@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 from plstream.dashboard.feeds import FileFeed, StreamFeed
 from plstream.dashboard.model import DashboardModel
@@ -95,7 +98,8 @@ def run_dashboard(
         window.resize(*size)
         window.show()
         wall0, cpu0 = time.monotonic(), time.process_time()
-        app.exec()
+        with _quit_on_signals(app):
+            app.exec()
         wall = max(time.monotonic() - wall0, 1e-9)
         logger.info(
             "dashboard: %.1f redraws/s over %.0f s; %.2f s of CPU per wall second",
@@ -107,6 +111,28 @@ def run_dashboard(
     finally:
         feed.stop()
         window.close()
+
+
+@contextlib.contextmanager
+def _quit_on_signals(app: QtWidgets.QApplication) -> Iterator[None]:
+    """Ctrl-C and SIGTERM close the window like its close button (Qt's loop would otherwise ignore them)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        signal.signal(sig, lambda signum, frame: app.quit())
+    from pyqtgraph.Qt import QtCore
+
+    wake = QtCore.QTimer()  # Python runs signal handlers only between bytecodes: wake it regularly
+    wake.timeout.connect(lambda: None)
+    wake.start(200)
+    try:
+        yield
+    finally:
+        wake.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _wait_caught_up(app: QtWidgets.QApplication, feed: StreamFeed | FileFeed, timeout_s: float) -> bool:
