@@ -78,7 +78,7 @@ class FrameRecord:
     intensity, background, weighted : (S_t,) float
         Aperture intensity (photons), local background (photons/px), PSF-weighted intensity (photons).
     fit_x, fit_y : (S_t,) float
-        Fitted centre, px (NaN where the fit failed).
+        Fitted centre, px (NaN where the fit failed or was not made because the spot showed no signal).
     fit_amplitude, fit_sigma, fit_background, fit_uncertainty : (S_t,) float
         Photons, px, photons/px, px (CRLB standard error).
     fit_success : (S_t,) bool or int8
