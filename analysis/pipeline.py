@@ -76,6 +76,18 @@ class SessionStatus:
         elapsed = time.monotonic() - self.started_at
         return self.frames_analyzed / elapsed if elapsed > 0 else 0.0
 
+    def counters(self) -> dict[str, int | None]:
+        """The frame and spot counters, as stored in the result summary and served to dashboards."""
+        return {
+            "frames_received": self.frames_received,
+            "frames_analyzed": self.frames_analyzed,
+            "frames_failed": self.frames_failed,
+            "frames_missing": self.frames_missing,
+            "gaps": self.gaps,
+            "spots": self.spots,
+            "source_frames": self.source_frames,
+        }
+
 
 class AnalysisSession:
     """Turns the messages of one stream into a result file.
@@ -339,13 +351,7 @@ class AnalysisSession:
         s = self.status
         out: dict[str, Any] = {
             "plstream_version": __version__,
-            "frames_received": s.frames_received,
-            "frames_analyzed": s.frames_analyzed,
-            "frames_failed": s.frames_failed,
-            "frames_missing": s.frames_missing,
-            "gaps": s.gaps,
-            "spots": s.spots,
-            "source_frames": s.source_frames,
+            **s.counters(),
             "end_reason": s.end_reason,
             "source_counters": self._source_counters,
         }
