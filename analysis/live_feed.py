@@ -5,8 +5,9 @@ with ``live=True``. The feed fills the session's
 :class:`~plstream.analysis.live_state.LiveState`: the run description when the
 stream starts, the latest raw frame at most every ``live.image_interval_s``
 (a copy of that frame only; other frames cost nothing), the spot table and
-the running mean (O(H·W)) at most every ``live.mean_interval_s`` (the spot
-table also at once when new spots appear, O(S)), and the final state after
+the running mean at most every ``live.mean_interval_s`` (the spot table also
+at once when new spots appear, O(S)) — the mean the session computed for the
+result file (O(H·W), every 0.5 s), never one of its own — and the final state after
 the last rows. It also builds the ``LiveUpdate.status`` dict, including the
 lag: seconds from the source publishing a frame (``metadata["t_pub"]``,
 stamped by :class:`~plstream.stream.FramePublisher`) to its analysis. The
@@ -20,6 +21,8 @@ import json
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from plstream.analysis.live_state import LiveState
 from plstream.config import Settings
@@ -79,8 +82,12 @@ class LiveFeed:
             frame_rate_hz=self._frame_rate_hz,
         )
 
-    def on_frame(self, message: FrameMessage, analyzer: StreamingAnalyzer) -> None:
-        """After a frame was analyzed (its rows appended): the lag, and the images and spot table when due."""
+    def on_frame(self, message: FrameMessage, analyzer: StreamingAnalyzer, mean: np.ndarray | None) -> None:
+        """After a frame was analyzed (its rows appended): the lag, and the images and spot table when due.
+
+        ``mean`` is the running mean when the session has just computed one for
+        the result file (else None); it is passed on when the mean is due.
+        """
         t_pub = message.metadata.get("t_pub")
         if isinstance(t_pub, (int, float)) and not isinstance(t_pub, bool):
             lag = time.time() - float(t_pub)
@@ -90,16 +97,16 @@ class LiveFeed:
         if now - self._last_image >= self._image_interval_s:
             self._last_image = now
             self.state.offer_image(self._status.frames_analyzed - 1, message.data)
-        if now - self._last_mean >= self._mean_interval_s:
+        if mean is not None and now - self._last_mean >= self._mean_interval_s:
             self._last_mean = now
-            self.publish_tables(analyzer)
+            self.publish_tables(analyzer, mean)
         elif len(analyzer.spots) > self._spots_published:
             self._publish_spots(analyzer)
 
-    def publish_tables(self, analyzer: StreamingAnalyzer) -> None:
-        """Spot table, running mean and, once measured, the PSF width (call at the end too)."""
+    def publish_tables(self, analyzer: StreamingAnalyzer, mean: np.ndarray) -> None:
+        """Spot table, the running ``mean`` and, once measured, the PSF width (call at the end too)."""
         self._publish_spots(analyzer)
-        self.state.set_mean_image(analyzer.running_mean())
+        self.state.set_mean_image(mean)
         if not self._psf_published and analyzer.psf_sigma_measured:
             self._psf_published = True
             self.state.update_info(psf_sigma_px=float(analyzer.geometry.psf_sigma_px))

@@ -300,17 +300,21 @@ class AnalysisSession:
         drift = self._analyzer.drift
         self.status.drift_xy = (float(drift[0]), float(drift[1]))
         now = time.monotonic()
+        mean = None
         if now - self._last_spot_table >= _SPOT_TABLE_INTERVAL_S:
-            self._write_spot_table()
+            mean = self._write_spot_table()
             self._last_spot_table = now
         if self._live_feed is not None:
-            self._live_feed.on_frame(message, self._analyzer)
+            self._live_feed.on_frame(message, self._analyzer, mean)
 
-    def _write_spot_table(self) -> None:
+    def _write_spot_table(self) -> np.ndarray:
+        """Hand the spot table and the running mean to the writer; returns that mean (live viewers get it too)."""
         assert self._analyzer is not None and self._writer is not None
         spots = self._analyzer.spots
         self._writer.set_spots(spots.xy[:, 0].copy(), spots.xy[:, 1].copy(), spots.first_frame.copy())
-        self._writer.set_mean_image(self._analyzer.running_mean())
+        mean = self._analyzer.running_mean()
+        self._writer.set_mean_image(mean)
+        return mean
 
     # ------------------------------------------------------------------ end
     def close(self, status: str, message: str = "") -> dict[str, Any]:
@@ -335,9 +339,9 @@ class AnalysisSession:
                     self._writer.append(record)
                     if self._live_feed is not None:
                         self._live_feed.state.append(record)
-                self._write_spot_table()
+                mean = self._write_spot_table()
                 if self._live_feed is not None:
-                    self._live_feed.publish_tables(self._analyzer)
+                    self._live_feed.publish_tables(self._analyzer, mean)
                 self._writer.close(status, summary)
         except Exception as exc:
             if self._live_feed is not None:
