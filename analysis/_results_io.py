@@ -165,7 +165,7 @@ DATASETS: tuple[DatasetSpec, ...] = (
     _spec("/frames/seq", "<i8", "T", -1, "1", "seq", "source sequence number of the frame"),
     _spec("/frames/timestamp", "<f8", "T", _NAN, "s", "timestamp", "source timestamp of the frame"),
     _spec("/stream/gaps", "<i8", "G,2", -1, "1", "gaps", "[first_missing_seq, last_missing_seq] per gap"),
-    # Layout 2:
+    # Added in plstream 0.2 (still layout 1: a new name; older files lack it):
     _spec(
         "/images/mean",
         "<f4",

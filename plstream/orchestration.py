@@ -2,9 +2,10 @@
 
 ``plstream run`` and ``plstream replay`` start the frame source in a separate
 (spawned) process that connects a lossless PUSH socket to this process's PULL
-socket (IPC in a private folder, or TCP on 127.0.0.1); this process analyzes and writes the result file. Ctrl-C
-sets a stop flag: the source stops, the frames analyzed so far are written, and
-the file is closed with status ``interrupted``.
+socket (IPC in a private folder, or TCP on 127.0.0.1); this process analyzes
+and writes the result file. Ctrl-C sets a stop flag: the source stops, the
+frames analyzed so far are written, and the file is closed with status
+``interrupted``.
 
 Given a ``live_endpoint``, the analysis also serves its results to dashboards
 there (:class:`~plstream.stream.LiveResultServer` over the session's
