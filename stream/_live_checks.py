@@ -1,39 +1,20 @@
 """Value checks of the live result protocol's header fields, shared by :mod:`.live_wire`'s encoders and decoders.
 
 Each check takes a decoded msgpack value and returns it normalized (numpy scalars
-as Python numbers), or raises :class:`Invalid` saying what is wrong; the caller
-adds the field name and turns it into a :class:`LiveProtocolError`.
+as Python numbers), or raises :class:`~._checks.Invalid` saying what is wrong; the
+caller adds the field name and turns it into a :class:`LiveProtocolError`. The
+primitives shared with :mod:`.wire` live in :mod:`._checks`.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
-import numpy as np
-
+from plstream.stream._checks import Invalid, is_int, is_number, mapping, type_name
 from plstream.stream.live_messages import LIVE_STATES
 
 MAX_INT = 2**63 - 1
 """Largest integer a header field may hold (int64)."""
-
-
-class Invalid(ValueError):
-    """A value is wrong; the validators raise it, callers add the field name."""
-
-
-def type_name(value: Any) -> str:
-    """The type of ``value`` as a message names it."""
-    return "bool" if isinstance(value, bool) else type(value).__name__
-
-
-def is_int(value: Any) -> bool:
-    """Whether ``value`` is an integer (not a bool)."""
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def is_number(value: Any) -> bool:
-    """Whether ``value`` is an int or float (not a bool)."""
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
 def integer(minimum: int, maximum: int = MAX_INT, *, nullable: bool = False) -> Callable[[Any], int | None]:
@@ -72,16 +53,6 @@ def string(max_chars: int = 1 << 20, min_chars: int = 0) -> Callable[[Any], str]
         return value
 
     return check
-
-
-def mapping(value: Any) -> dict[str, Any]:
-    """Check a map with string keys."""
-    if not isinstance(value, dict):
-        raise Invalid(f"expected a map, got {type_name(value)}")
-    for key in value:
-        if not isinstance(key, str):
-            raise Invalid(f"map keys must be strings, found {type_name(key)}")
-    return value
 
 
 def pair(value: Any) -> list[int]:

@@ -17,12 +17,10 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Sequence
 
-import msgpack
 import numpy as np
 
-from plstream.stream._live_checks import (
-    INFO_CHECKS, STATUS_CHECKS, Invalid, integer, is_int, known_keys, string, type_name,
-)
+from plstream.stream._checks import Invalid, byte_view, is_int, pack, type_name, unpack
+from plstream.stream._live_checks import INFO_CHECKS, STATUS_CHECKS, integer, known_keys, string
 from plstream.stream.live_messages import LIVE_VERSION, LiveRequest, LiveUpdate
 from plstream.stream.messages import ALLOWED_DTYPES
 
@@ -98,16 +96,6 @@ _REQUEST_CHECKS: dict[str, Callable[[Any], Any]] = {
     "mean_version": integer(-1),
     "max_frames": integer(1, MAX_FRAMES_PER_REQUEST),
 }
-_UPDATE_CHECKS: dict[str, Callable[[Any], Any]] = {
-    "session_id": string(_MAX_SESSION_CHARS, min_chars=1),
-    "first_frame": integer(0),
-    "n_frames_total": integer(0),
-    "image_frame": integer(-1),
-    "image_version": integer(-1),
-    "mean_version": integer(-1),
-    "info": known_keys(INFO_CHECKS, ()),
-    "status": known_keys(STATUS_CHECKS, ("state",)),
-}
 
 
 def _array_specs(value: Any) -> list[tuple[str, np.dtype, tuple[int, ...]]]:
@@ -152,6 +140,19 @@ def _array_specs(value: Any) -> list[tuple[str, np.dtype, tuple[int, ...]]]:
     return [(name, *specs[name]) for name in ARRAY_DTYPES if name in specs]
 
 
+_UPDATE_CHECKS: dict[str, Callable[[Any], Any]] = {
+    "session_id": string(_MAX_SESSION_CHARS, min_chars=1),
+    "first_frame": integer(0),
+    "n_frames_total": integer(0),
+    "image_frame": integer(-1),
+    "image_version": integer(-1),
+    "mean_version": integer(-1),
+    "info": known_keys(INFO_CHECKS, ()),
+    "status": known_keys(STATUS_CHECKS, ("state",)),
+    "arrays": _array_specs,  # checked last: comes back as [(name, dtype, shape), ...]
+}
+
+
 def _check_fields(header: dict[str, Any], checks: dict[str, Callable[[Any], Any]], kind: str) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for name, check in checks.items():
@@ -167,13 +168,7 @@ def _check_fields(header: dict[str, Any], checks: dict[str, Callable[[Any], Any]
 def _check_update(header: dict[str, Any]) -> dict[str, Any]:
     """Validate an update header; ``arrays`` comes back as ``[(name, dtype, shape), ...]``."""
     values = _check_fields(header, _UPDATE_CHECKS, "update")
-    if "arrays" not in header:
-        raise LiveProtocolError("required field 'arrays' is missing", kind="update")
-    try:
-        specs = _array_specs(header["arrays"])
-    except Invalid as exc:
-        raise LiveProtocolError(f"field 'arrays': {exc}", kind="update") from None
-    shapes = {name: shape for name, _, shape in specs}
+    shapes = {name: shape for name, _, shape in values["arrays"]}
     n = shapes["seq"][0]
     if n and values["first_frame"] + n > values["n_frames_total"]:
         raise LiveProtocolError(
@@ -184,36 +179,22 @@ def _check_update(header: dict[str, Any]) -> dict[str, Any]:
     for image, version in (("image", "image_version"), ("mean_image", "mean_version")):
         if image in shapes and values[version] < 0:
             raise LiveProtocolError(f"carries {image!r} but {version} is {values[version]}; must be >= 0", kind="update")
-    values["arrays"] = specs
     return values
 
 
 # ---------------------------------------------------------------- msgpack
-def _msgpack_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    raise TypeError(f"a {type(obj).__name__} cannot be sent (only str, int, float, bool, None, bytes, lists, maps)")
-
-
-def _reject_ext(code: int, data: bytes) -> Any:
-    raise ValueError(f"msgpack extension type {code} is not allowed")
-
-
 def _pack(header: dict[str, Any], kind: str) -> bytes:
     try:
-        return msgpack.packb(header, use_bin_type=True, default=_msgpack_default)
+        return pack(header)
     except (TypeError, ValueError, OverflowError) as exc:
         raise LiveProtocolError(f"cannot encode the header: {exc}", kind=kind) from None
 
 
 def _byte_view(part: Any, index: int, kind: str) -> memoryview:
     try:
-        view = memoryview(part)
-        if view.ndim != 1 or view.format != "B":
-            view = view.cast("B")
-    except (TypeError, ValueError) as exc:
-        raise LiveProtocolError(f"part {index} is not a byte buffer ({type_name(part)}: {exc})", kind=kind) from None
-    return view
+        return byte_view(part, index)
+    except Invalid as exc:
+        raise LiveProtocolError(str(exc), kind=kind) from None
 
 
 def _n_parts(parts: Sequence[Any], kind: str) -> int:
@@ -228,10 +209,8 @@ def _unpack(part: Any, kind: str, max_bytes: int) -> dict[str, Any]:
     head = _byte_view(part, 0, kind)
     if head.nbytes > max_bytes:
         raise LiveProtocolError(f"header is {head.nbytes} bytes, more than the {max_bytes} allowed", kind=kind)
-    try:  # msgpack bounds every length by the input size, so a claimed huge array cannot allocate
-        header = msgpack.unpackb(
-            head, raw=False, strict_map_key=True, max_ext_len=0, ext_hook=_reject_ext, use_list=True
-        )
+    try:
+        header = unpack(head)
     except (ValueError, TypeError, RecursionError) as exc:
         raise LiveProtocolError(f"header is not valid msgpack ({type(exc).__name__}: {exc})", kind=kind) from None
     if not isinstance(header, dict):

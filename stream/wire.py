@@ -15,9 +15,9 @@ import math
 from dataclasses import fields
 from typing import Any, Callable, Sequence
 
-import msgpack
 import numpy as np
 
+from plstream.stream._checks import Invalid, byte_view, mapping, pack, type_name, unpack
 from plstream.stream.messages import (
     ALLOWED_DTYPES,
     END_REASONS,
@@ -60,34 +60,26 @@ class ProtocolError(ValueError):
         super().__init__(f"{where}: {problem}")
 
 
-class _Invalid(ValueError):
-    """A field value is wrong; the field validators raise it, callers add the context."""
-
-
 # ---------------------------------------------------------------- field validators
-def _type_name(value: Any) -> str:
-    return "bool" if isinstance(value, bool) else type(value).__name__
-
-
 def _string(value: Any) -> str:
     if not isinstance(value, str):
-        raise _Invalid(f"expected a string, got {_type_name(value)}")
+        raise Invalid(f"expected a string, got {type_name(value)}")
     return value
 
 
 def _run_uid(value: Any) -> str:
     value = _string(value)
     if not 0 < len(value) <= _MAX_UID_CHARS:
-        raise _Invalid(f"must have 1 to {_MAX_UID_CHARS} characters, has {len(value)}")
+        raise Invalid(f"must have 1 to {_MAX_UID_CHARS} characters, has {len(value)}")
     return value
 
 
 def _integer(minimum: int) -> Callable[[Any], int]:
     def check(value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise _Invalid(f"expected an integer, got {_type_name(value)}")
+            raise Invalid(f"expected an integer, got {type_name(value)}")
         if value < minimum:
-            raise _Invalid(f"must be >= {minimum}, is {value}")
+            raise Invalid(f"must be >= {minimum}, is {value}")
         return int(value)
 
     return check
@@ -95,60 +87,51 @@ def _integer(minimum: int) -> Callable[[Any], int]:
 
 def _seconds(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise _Invalid(f"expected a number (s), got {_type_name(value)}")
+        raise Invalid(f"expected a number (s), got {type_name(value)}")
     value = float(value)
     if not math.isfinite(value):
-        raise _Invalid(f"must be finite, is {value}")
+        raise Invalid(f"must be finite, is {value}")
     return value
 
 
 def _shape(value: Any) -> tuple[int, int]:
     if not isinstance(value, (list, tuple)) or len(value) != 2:
-        raise _Invalid(f"expected [rows, cols], got {value!r:.80}")
+        raise Invalid(f"expected [rows, cols], got {value!r:.80}")
     for n in value:
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 0 < n <= _MAX_DIM_PX:
-            raise _Invalid(f"expected two positive integers [rows, cols], got {value!r:.80}")
+            raise Invalid(f"expected two positive integers [rows, cols], got {value!r:.80}")
     return (int(value[0]), int(value[1]))
 
 
 def _dtype(value: Any) -> str:
     if not isinstance(value, str) or value not in ALLOWED_DTYPES:
-        raise _Invalid(f"{value!r:.40} is not an allowed pixel type ({', '.join(ALLOWED_DTYPES)})")
-    return value
-
-
-def _map(value: Any) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise _Invalid(f"expected a map, got {_type_name(value)}")
-    for key in value:
-        if not isinstance(key, str):
-            raise _Invalid(f"map keys must be strings, found {_type_name(key)}")
+        raise Invalid(f"{value!r:.40} is not an allowed pixel type ({', '.join(ALLOWED_DTYPES)})")
     return value
 
 
 def _counters(value: Any) -> dict[str, int | float]:
     out: dict[str, int | float] = {}
-    for key, count in _map(value).items():
+    for key, count in mapping(value).items():
         if isinstance(count, bool) or not isinstance(count, (int, float, np.integer, np.floating)):
-            raise _Invalid(f"counter {key!r:.40} must be a number, got {_type_name(count)}")
+            raise Invalid(f"counter {key!r:.40} must be a number, got {type_name(count)}")
         out[key] = int(count) if isinstance(count, (int, np.integer)) else float(count)
     return out
 
 
 def _reason(value: Any) -> str:
     if value not in END_REASONS:
-        raise _Invalid(f"{value!r:.40} is not one of {', '.join(END_REASONS)}")
+        raise Invalid(f"{value!r:.40} is not one of {', '.join(END_REASONS)}")
     return value
 
 
 _VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "run_uid": _run_uid,
-    "source": _map,
+    "source": mapping,
     "shape": _shape,
     "dtype": _dtype,
     "timestamp": _seconds,
     "seq": _integer(0),
-    "metadata": _map,
+    "metadata": mapping,
     "n_frames": _integer(0),
     "reason": _reason,
     "message": _string,
@@ -165,20 +148,12 @@ def _check_fields(kind: str, header: dict[str, Any], seq: int | None) -> dict[st
             raise ProtocolError(f"required field {name!r} is missing", kind=kind, seq=seq)
         try:
             values[name] = _VALIDATORS[name](header[name])
-        except _Invalid as exc:
+        except Invalid as exc:
             raise ProtocolError(f"field {name!r}: {exc}", kind=kind, seq=seq) from None
     return values
 
 
 # ---------------------------------------------------------------- encode
-def _msgpack_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    raise TypeError(
-        f"a {type(obj).__name__} cannot be sent (only msgpack types: str, int, float, bool, None, bytes, lists, maps)"
-    )
-
-
 def encode(message: Message) -> list[Any]:
     """Encode ``message`` into the parts of one ZeroMQ multipart message.
 
@@ -223,25 +198,18 @@ def encode(message: Message) -> list[Any]:
         payload = memoryview(data).cast("B")
     header.update(_check_fields(kind, header, seq))
     try:
-        header_bytes = msgpack.packb(header, use_bin_type=True, default=_msgpack_default)
+        header_bytes = pack(header)
     except (TypeError, ValueError, OverflowError) as exc:
         raise ProtocolError(f"cannot encode the header: {exc}", kind=kind, seq=seq) from None
     return [header_bytes] if payload is None else [header_bytes, payload]
 
 
 # ---------------------------------------------------------------- decode
-def _reject_ext(code: int, data: bytes) -> Any:
-    raise ValueError(f"msgpack extension type {code} is not allowed")
-
-
 def _byte_view(part: Any, index: int) -> memoryview:
     try:
-        view = memoryview(part)
-        if view.ndim != 1 or view.format != "B":
-            view = view.cast("B")
-    except (TypeError, ValueError) as exc:
-        raise ProtocolError(f"part {index} is not a byte buffer ({_type_name(part)}: {exc})") from None
-    return view
+        return byte_view(part, index)
+    except Invalid as exc:
+        raise ProtocolError(str(exc)) from None
 
 
 def decode(parts: Sequence[Any], *, max_frame_bytes: int) -> Message:
@@ -272,20 +240,18 @@ def decode(parts: Sequence[Any], *, max_frame_bytes: int) -> Message:
     try:
         n_parts = len(parts)
     except TypeError:
-        raise ProtocolError(f"expected a sequence of message parts, got {_type_name(parts)}") from None
+        raise ProtocolError(f"expected a sequence of message parts, got {type_name(parts)}") from None
     if n_parts not in (1, 2):
         raise ProtocolError(f"has {n_parts} parts; expected 1 (header) or 2 (frame header + pixels)")
     head = _byte_view(parts[0], 0)
     if head.nbytes > MAX_HEADER_BYTES:
         raise ProtocolError(f"header is {head.nbytes} bytes, more than the {MAX_HEADER_BYTES} allowed")
-    try:  # msgpack bounds every length by the input size, so a claimed huge array cannot allocate
-        header = msgpack.unpackb(
-            head, raw=False, strict_map_key=True, max_ext_len=0, ext_hook=_reject_ext, use_list=True
-        )
+    try:
+        header = unpack(head)
     except (ValueError, TypeError) as exc:
         raise ProtocolError(f"header is not valid msgpack ({type(exc).__name__}: {exc})") from None
     if not isinstance(header, dict):
-        raise ProtocolError(f"header is a msgpack {_type_name(header)}, not a map")
+        raise ProtocolError(f"header is a msgpack {type_name(header)}, not a map")
     version = header.get("v")
     if isinstance(version, bool) or version != WIRE_VERSION:
         raise ProtocolError(
