@@ -31,7 +31,7 @@ from plstream.orchestration import (
 )
 from plstream.progress import ProgressLine
 from plstream.sources import SourceSpec, simulation_params
-from plstream.stream import FrameSubscriber, StreamError
+from plstream.stream import FrameSubscriber, StreamError, is_loopback
 
 __all__ = ["main", "build_parser"]
 
@@ -377,7 +377,7 @@ def _cmd_acquire(args: argparse.Namespace) -> int:
         spec = SourceSpec.file(args.source)
     bind = args.connect is None
     endpoint = args.connect or args.bind or settings.stream.endpoint
-    if bind and not _is_loopback(endpoint):
+    if bind and not is_loopback(endpoint):
         logger.warning("binding %s: frames are sent unencrypted to anyone who connects", endpoint)
     print(f"plstream: streaming {args.source} {'on' if bind else 'to'} {endpoint}; Ctrl-C stops", file=sys.stderr)
     stop_event = threading.Event()
@@ -401,11 +401,6 @@ def _cmd_acquire(args: argparse.Namespace) -> int:
         )
     print(f"plstream: source finished: {counters}")
     return EXIT_INTERRUPTED if stop_event.is_set() else EXIT_OK
-
-
-def _is_loopback(endpoint: str) -> bool:
-    host = endpoint.split("://", 1)[-1].rsplit(":", 1)[0]
-    return endpoint.startswith(("ipc://", "inproc://")) or host in ("127.0.0.1", "localhost", "[::1]", "::1")
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ from a running analyzer: its schema is :mod:`.live_messages`, its encoding
 :mod:`.live_wire`; :class:`LiveResultServer` answers, :class:`LiveResultClient` asks.
 """
 
+from plstream.stream.endpoints import is_loopback
 from plstream.stream.live_client import LiveResultClient
 from plstream.stream.live_messages import LIVE_STATES, LIVE_VERSION, LiveRequest, LiveUpdate, empty_update
 from plstream.stream.live_server import LiveEndpointError, LiveResultServer
@@ -34,6 +35,7 @@ from plstream.stream.subscriber import FrameSubscriber
 from plstream.stream.wire import ProtocolError, decode, encode
 
 __all__ = [
+    "is_loopback",
     "WIRE_VERSION",
     "ALLOWED_DTYPES",
     "END_REASONS",

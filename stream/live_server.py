@@ -12,7 +12,6 @@ counted and skipped; none stops the server. The protocol is described in
 from __future__ import annotations
 
 import errno
-import ipaddress
 import logging
 import threading
 from types import TracebackType
@@ -20,6 +19,7 @@ from typing import Any, Callable
 
 import zmq
 
+from plstream.stream.endpoints import is_loopback
 from plstream.stream.live_messages import LiveRequest, LiveUpdate
 from plstream.stream.live_wire import MAX_REQUEST_ID_BYTES, LiveProtocolError, decode_request, encode_update
 
@@ -45,20 +45,6 @@ _BIND_HINTS = {
     errno.EINVAL: "is not a valid endpoint; write it as tcp://HOST:PORT with --live",
     errno.EPROTONOSUPPORT: "uses an unknown transport; write it as tcp://HOST:PORT with --live",
 }
-
-
-def _is_loopback(endpoint: str) -> bool:
-    """Whether ``endpoint`` can only be reached from this machine (loopback TCP, ipc or inproc)."""
-    transport, _, address = endpoint.partition("://")
-    if transport in ("ipc", "inproc"):
-        return True
-    host = address.rpartition(":")[0].strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:  # a wildcard, an interface or a host name: may be reachable from outside
-        return False
 
 
 class LiveResultServer:
@@ -172,7 +158,7 @@ class LiveResultServer:
             socket.close(linger=0)
             raise
         self._endpoint = resolved.replace("://0.0.0.0:", "://127.0.0.1:")
-        if not _is_loopback(resolved):
+        if not is_loopback(resolved):
             logger.warning(
                 "live results are served unencrypted on %s, reachable from other machines; "
                 "bind to tcp://127.0.0.1:PORT unless this network is trusted",

@@ -33,7 +33,7 @@ from plstream.stream import (
     encode_update,
 )
 from plstream.stream import live_wire
-from plstream.stream.live_server import _is_loopback
+from plstream.stream.endpoints import is_loopback
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -575,7 +575,7 @@ def test_bind_in_use_says_what_to_do_and_close_is_idempotent(context, served):
 
 
 def test_loopback_detection_for_the_unencrypted_warning():
-    assert _is_loopback("tcp://127.0.0.1:5557") and _is_loopback("tcp://[::1]:5557")
-    assert _is_loopback("ipc:///tmp/live") and _is_loopback("tcp://localhost:1")
-    assert not _is_loopback("tcp://0.0.0.0:5557") and not _is_loopback("tcp://*:5557")
-    assert not _is_loopback("tcp://192.168.1.4:5557") and not _is_loopback("tcp://eth0:5557")
+    assert is_loopback("tcp://127.0.0.1:5557") and is_loopback("tcp://[::1]:5557")
+    assert is_loopback("ipc:///tmp/live") and is_loopback("tcp://localhost:1")
+    assert not is_loopback("tcp://0.0.0.0:5557") and not is_loopback("tcp://*:5557")
+    assert not is_loopback("tcp://192.168.1.4:5557") and not is_loopback("tcp://eth0:5557")
