@@ -281,49 +281,6 @@ def annulus_level(values, n, read_variance, work):
 
 
 @njit(cache=True, nogil=True)
-def integrate_spots(
-    image,
-    centers,
-    aperture_radius,
-    inner_radius,
-    outer_radius,
-    sigma,
-    psf_half,
-    read_variance,
-    min_annulus,
-    scratch,
-    psf_cols,
-    intensity,
-    background,
-    weighted,
-    intensity_variance,
-    weighted_variance,
-):
-    """Aperture and PSF-weighted photometry of each spot (see ``integrate.py``).
-
-    Per spot i at ``centers[i] = (x, y)``:
-
-    - background ``b``: :func:`annulus_level` of the pixels whose centre is at
-      distance ``inner_radius..outer_radius`` (inclusive); fewer than
-      ``min_annulus`` of them inside the image -> all outputs NaN;
-    - aperture: ``w`` = exact pixel area inside the disc ``aperture_radius``;
-      ``intensity = sum w d - b sum w``; variance
-      ``max(I, 0) + (b + rv) (sum w^2 + (sum w)^2 pi / (2 n_annulus))``;
-    - weighted: ``p`` = pixel-integrated Gaussian (unit integral) over the
-      (2 psf_half + 1)^2 box around the nearest pixel;
-      ``weighted = sum p (d - b) / sum p^2``; variance
-      ``(N sum p^3 + (b + rv) sum p^2 + (b + rv)(sum p)^2 pi/(2 n_annulus)) / (sum p^2)^2``
-      with ``N = max(weighted, 0)``, ``b`` floored at 0 in variances.
-
-    Pixels outside the image are skipped. ``scratch`` holds the annulus
-    pixels, ``psf_cols`` (2 psf_half + 1) the per-column PSF factors.
-    """
-    integrate_range(image, centers, 0.0, 0.0, aperture_radius, inner_radius, outer_radius, sigma, psf_half,
-                    read_variance, min_annulus, scratch, psf_cols, 0, centers.shape[0], intensity, background,
-                    weighted, intensity_variance, weighted_variance)
-
-
-@njit(cache=True, nogil=True)
 def integrate_range(
     image,
     centers,
@@ -346,7 +303,25 @@ def integrate_range(
     intensity_variance,
     weighted_variance,
 ):
-    """:func:`integrate_spots` for spots ``start..stop-1`` at ``centers[i] + (shift_x, shift_y)``."""
+    """Aperture and PSF-weighted photometry of spots ``start..stop-1`` (see ``integrate.py``).
+
+    Per spot i at ``(x, y) = centers[i] + (shift_x, shift_y)``:
+
+    - background ``b``: :func:`annulus_level` of the pixels whose centre is at
+      distance ``inner_radius..outer_radius`` (inclusive); fewer than
+      ``min_annulus`` of them inside the image -> all outputs NaN;
+    - aperture: ``w`` = exact pixel area inside the disc ``aperture_radius``;
+      ``intensity = sum w d - b sum w``; variance
+      ``max(I, 0) + (b + rv) (sum w^2 + (sum w)^2 pi / (2 n_annulus))``;
+    - weighted: ``p`` = pixel-integrated Gaussian (unit integral) over the
+      (2 psf_half + 1)^2 box around the nearest pixel;
+      ``weighted = sum p (d - b) / sum p^2``; variance
+      ``(N sum p^3 + (b + rv) sum p^2 + (b + rv)(sum p)^2 pi/(2 n_annulus)) / (sum p^2)^2``
+      with ``N = max(weighted, 0)``, ``b`` floored at 0 in variances.
+
+    Pixels outside the image are skipped. ``scratch`` holds the annulus
+    pixels, ``psf_cols`` (2 psf_half + 1) the per-column PSF factors.
+    """
     height, width = image.shape
     level_work = np.empty(scratch.shape[0] + _LEVEL_BINS, dtype=np.int64)
     side = 2 * int(math.ceil(aperture_radius + 0.5)) + 3  # pixel edges of the aperture box, with a margin
