@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+import zmq
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
@@ -23,3 +24,11 @@ def small_movie(tmp_path_factory):
     path = folder / "small.tif"
     truth_path = write_movie(path, params, seed=7)
     return path, truth_path, params
+
+
+@pytest.fixture
+def context():
+    """A ZeroMQ context for one test; its sockets are dropped unsent at the end (linger 0)."""
+    ctx = zmq.Context()
+    yield ctx
+    ctx.destroy(linger=0)

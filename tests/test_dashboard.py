@@ -71,13 +71,6 @@ class ResultsProvider:
 
 
 @pytest.fixture
-def context():
-    ctx = zmq.Context()
-    yield ctx
-    ctx.term()
-
-
-@pytest.fixture
 def served(analyzed, context):
     results, movie = analyzed
     server = LiveResultServer(context, "tcp://127.0.0.1:0", ResultsProvider(results, movie, "session-A"))

@@ -393,13 +393,6 @@ class _Results:
 
 
 @pytest.fixture
-def context():
-    ctx = zmq.Context()
-    yield ctx
-    ctx.destroy(linger=0)
-
-
-@pytest.fixture
 def served(context):
     results = _Results()
     with LiveResultServer(context, "tcp://127.0.0.1:0", results) as server:

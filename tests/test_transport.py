@@ -110,13 +110,6 @@ def frames_of(messages):
 
 
 @pytest.fixture
-def context():
-    ctx = zmq.Context()
-    yield ctx
-    ctx.destroy(linger=0)
-
-
-@pytest.fixture
 def analyzer(context):
     """A bound PULL subscriber, as the analyzer in ``plstream run``."""
     with FrameSubscriber(context, ANY_PORT, bind=True, pattern="pull", receive_hwm=2) as subscriber:
