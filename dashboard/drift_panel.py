@@ -5,6 +5,7 @@ from __future__ import annotations
 import pyqtgraph as pg
 from pyqtgraph.Qt import QtWidgets
 
+from plstream.dashboard._time_plot import plot_points, set_time_axis
 from plstream.dashboard.model import DashboardModel
 
 __all__ = ["DriftPanel"]
@@ -31,18 +32,18 @@ class DriftPanel(QtWidgets.QWidget):
         self.dx_curve = self.plot.plot(pen=pg.mkPen((255, 120, 90), width=1), name="dx (columns)", **common)
         self.dy_curve = self.plot.plot(pen=pg.mkPen((90, 170, 255), width=1), name="dy (rows)", **common)
         self._drawn: tuple = ()
-        self._set_axis_label()
+        set_time_axis(self.plot, self.x_axis)
 
     def set_x_axis(self, x_axis: str) -> None:
         """Frames or seconds on the x axis."""
         if x_axis != self.x_axis:
             self.x_axis = x_axis
-            self._set_axis_label()
+            set_time_axis(self.plot, x_axis)
             self.plot.enableAutoRange(axis="x")
 
     def update_view(self, model: DashboardModel, *, force: bool = False) -> bool:
         """Redraw when rows or the axis changed; returns whether it drew."""
-        max_points = max(200, 2 * int(self.plot.getViewBox().width() or 800))  # redrawn on resize
+        max_points = plot_points(self.plot)
         key = (model.rows_version, model.session_count, self.x_axis, max_points)
         if key == self._drawn and not force:
             return False
@@ -51,9 +52,3 @@ class DriftPanel(QtWidgets.QWidget):
         self.dx_curve.setData(x, dx)
         self.dy_curve.setData(x, dy)
         return True
-
-    def _set_axis_label(self) -> None:
-        if self.x_axis == "seconds":
-            self.plot.setLabel("bottom", "time", units="s")
-        else:
-            self.plot.setLabel("bottom", "frame")

@@ -135,6 +135,7 @@ class DashboardModel:
         self.data_version = 0
         """Increments whenever rows, spots, images or status change (the GUI redraws on change)."""
         self.rows_version = self.spots_version = self.status_version = 0
+        self._x_cache: tuple[tuple[Any, ...], np.ndarray] | None = None  # (key, x_values) of the last call
         self._reset("")
 
     # ------------------------------------------------------------------ state
@@ -262,19 +263,26 @@ class DashboardModel:
         """The x coordinate of every held frame: frame index, or seconds since the first timestamp.
 
         Timestamps that do not increase fall back to frames / ``info["frame_rate_hz"]``.
+        The array is read-only and shared: it is computed once per rows version
+        and axis, not once per trace drawn.
         """
         if x_axis not in X_AXES:
             raise ValueError(f"x_axis must be one of {', '.join(X_AXES)}; got {x_axis!r}")
         with self._lock:
+            key = (self.rows_version, x_axis, self.info.get("frame_rate_hz"))
+            if self._x_cache is not None and self._x_cache[0] == key:
+                return self._x_cache[1]
             n = self.n_frames
-            frames = np.arange(n, dtype=np.float64)
-            if x_axis == "frames" or n == 0:
-                return frames
-            ts = self._rows.timestamp[:n]
-            if n == 1 or (ts[-1] > ts[0] and np.all(np.diff(ts) >= 0)):
-                return ts - ts[0]
-            rate = self.info.get("frame_rate_hz") or 1.0
-            return frames / float(rate)
+            x = np.arange(n, dtype=np.float64)
+            if x_axis == "seconds" and n > 0:
+                ts = self._rows.timestamp[:n]
+                if n == 1 or (ts[-1] > ts[0] and np.all(np.diff(ts) >= 0)):
+                    x = ts - ts[0]
+                else:
+                    x /= float(self.info.get("frame_rate_hz") or 1.0)
+            x.setflags(write=False)
+            self._x_cache = (key, x)
+            return x
 
     def trace(
         self,

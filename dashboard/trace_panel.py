@@ -9,6 +9,7 @@ import pyqtgraph as pg
 from pyqtgraph.Qt import QtCore, QtGui, QtWidgets
 
 from plstream.dashboard._numeric import run_outline
+from plstream.dashboard._time_plot import plot_points, set_time_axis
 from plstream.dashboard.model import DashboardModel, SpotMetrics
 
 __all__ = ["SpotTableModel", "TracePanel"]
@@ -187,14 +188,14 @@ class TracePanel(QtWidgets.QWidget):
         self._syncing = False
         self._range_dirty = False
         self.plot.getViewBox().sigXRangeChanged.connect(self._on_x_range)
-        self._set_axis_label()
+        set_time_axis(self.plot, self.x_axis)
 
     # ------------------------------------------------------------------ public
     def set_x_axis(self, x_axis: str) -> None:
         """Frames or seconds on the x axis."""
         if x_axis != self.x_axis:
             self.x_axis = x_axis
-            self._set_axis_label()
+            set_time_axis(self.plot, x_axis)
             self.plot.enableAutoRange(axis="x")
 
     def curve_data(self, spot: int) -> tuple[np.ndarray, np.ndarray]:
@@ -226,7 +227,7 @@ class TracePanel(QtWidgets.QWidget):
     def update_view(self, model: DashboardModel, colors: dict[int, QtGui.QColor], *, force: bool = False) -> bool:
         """Redraw the traces if rows, selection, axis or visible range changed; returns whether it drew."""
         view = self.plot.getViewBox()
-        max_points = max(200, 2 * int(view.width() or 800))  # ~2 points per screen pixel: redrawn on resize
+        max_points = plot_points(self.plot)
         selection = tuple((s, c.name()) for s, c in colors.items())
         key = (model.rows_version, model.session_count, self.x_axis, selection, max_points)
         if key == self._drawn and not force and not self._range_dirty:
@@ -276,12 +277,6 @@ class TracePanel(QtWidgets.QWidget):
             return float(metrics.brightness[spot])
         finite = intensity[np.isfinite(intensity)]
         return float(np.percentile(finite, 90)) if finite.size else 1.0
-
-    def _set_axis_label(self) -> None:
-        if self.x_axis == "seconds":
-            self.plot.setLabel("bottom", "time", units="s")
-        else:
-            self.plot.setLabel("bottom", "frame")
 
     def _on_x_range(self, *_: object) -> None:
         if not self.plot.getViewBox().autoRangeEnabled()[0]:

@@ -93,7 +93,6 @@ class DashboardWindow(QtWidgets.QMainWindow):
         self._skipped = 0
         self.redraw_count = 0
         """Timer ticks that drew something (for measuring the redraw rate)."""
-        self.tick_count = 0
         self._colors: dict[int, QtGui.QColor] = {}
         self._selection_dirty = True
         self._metrics_at = -float("inf")
@@ -112,20 +111,10 @@ class DashboardWindow(QtWidgets.QMainWindow):
         self.setWindowTitle(f"plstream dashboard — {self.model.source_name or 'no source'}")
         toolbar = self.addToolBar("View")
         toolbar.setMovable(False)
-        toolbar.addWidget(QtWidgets.QLabel(" Image: "))
-        self.image_mode = QtWidgets.QComboBox()
-        self.image_mode.addItem("Drift-corrected mean", "mean")
-        self.image_mode.addItem("Latest frame", "latest")
-        self.image_mode.currentIndexChanged.connect(lambda _i: self.set_image_mode(self.image_mode.currentData()))
-        toolbar.addWidget(self.image_mode)
-        toolbar.addSeparator()
-        toolbar.addWidget(QtWidgets.QLabel(" Time axis: "))
-        self.x_axis_box = QtWidgets.QComboBox()
-        self.x_axis_box.addItem("Frames", "frames")
-        self.x_axis_box.addItem("Seconds", "seconds")
-        self.x_axis_box.currentIndexChanged.connect(lambda _i: self.set_x_axis(self.x_axis_box.currentData()))
-        toolbar.addWidget(self.x_axis_box)
-        toolbar.addSeparator()
+        self.image_mode = _add_choice(
+            toolbar, "Image", {"Drift-corrected mean": "mean", "Latest frame": "latest"}, self.set_image_mode
+        )
+        self.x_axis_box = _add_choice(toolbar, "Time axis", {"Frames": "frames", "Seconds": "seconds"}, self.set_x_axis)
         clear = QtGui.QAction("Clear selection", self)
         clear.triggered.connect(lambda: self.set_selection([]))
         toolbar.addAction(clear)
@@ -199,17 +188,13 @@ class DashboardWindow(QtWidgets.QMainWindow):
     def set_image_mode(self, mode: str) -> None:
         """"latest" (latest frame, spots shifted by its drift) or "mean" (drift-corrected mean)."""
         self.image_panel.set_mode(mode)
-        index = self.image_mode.findData(mode)
-        if index != self.image_mode.currentIndex():
-            self.image_mode.setCurrentIndex(index)
+        _show_choice(self.image_mode, mode)
 
     def set_x_axis(self, x_axis: str) -> None:
         """"frames" or "seconds" (from the frames' timestamps) on the trace and drift plots."""
         self.trace_panel.set_x_axis(x_axis)
         self.drift_panel.set_x_axis(x_axis)
-        index = self.x_axis_box.findData(x_axis)
-        if index != self.x_axis_box.currentIndex():
-            self.x_axis_box.setCurrentIndex(index)
+        _show_choice(self.x_axis_box, x_axis)
 
     # ------------------------------------------------------------------ drawing
     def _on_timer(self) -> None:
@@ -231,7 +216,6 @@ class DashboardWindow(QtWidgets.QMainWindow):
 
     def redraw(self, *, force: bool = False) -> bool:
         """Redraw what changed since the last redraw (everything with ``force``); returns whether it drew."""
-        self.tick_count += 1
         if self._keep_alive is not None:
             self._keep_alive()
         model, now = self.model, self._clock()
@@ -260,6 +244,27 @@ class DashboardWindow(QtWidgets.QMainWindow):
         if self.feed is not None:
             self.feed.stop()
         super().closeEvent(event)
+
+
+def _add_choice(
+    toolbar: QtWidgets.QToolBar, label: str, items: dict[str, str], on_choice: Callable[[str], None]
+) -> QtWidgets.QComboBox:
+    """A labelled combo box of ``{text: value}`` on ``toolbar`` (then a separator); ``on_choice(value)`` on change."""
+    toolbar.addWidget(QtWidgets.QLabel(f" {label}: "))
+    box = QtWidgets.QComboBox()
+    for text, value in items.items():
+        box.addItem(text, value)
+    box.currentIndexChanged.connect(lambda _i: on_choice(box.currentData()))
+    toolbar.addWidget(box)
+    toolbar.addSeparator()
+    return box
+
+
+def _show_choice(box: QtWidgets.QComboBox, value: str) -> None:
+    """Point ``box`` at ``value`` (when set from code rather than by the user)."""
+    index = box.findData(value)
+    if index != box.currentIndex():
+        box.setCurrentIndex(index)
 
 
 def configure_pyqtgraph() -> None:
