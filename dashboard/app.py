@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 
 from plstream.dashboard.feeds import FileFeed, StreamFeed
 from plstream.dashboard.model import DashboardModel
+from plstream.dashboard.desktop import display_available
 
 if TYPE_CHECKING:  # Qt is imported only when a window is wanted
     from pyqtgraph.Qt import QtWidgets
@@ -26,12 +27,6 @@ __all__ = ["add_arguments", "main", "run_dashboard"]
 logger = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_ERROR = 0, 1
-
-
-def _has_display() -> bool:
-    if not sys.platform.startswith("linux"):
-        return True
-    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
 def run_dashboard(
@@ -74,7 +69,7 @@ def run_dashboard(
     """
     if (connect is None) == (result_path is None):
         raise ValueError("give either a result file or --connect ENDPOINT (exactly one of them)")
-    if not _has_display() and not os.environ.get("QT_QPA_PLATFORM"):
+    if not display_available() and not os.environ.get("QT_QPA_PLATFORM"):
         if screenshot is None:
             logger.error("no display (DISPLAY is not set): run on a desktop, or save a PNG with --screenshot")
             return EXIT_ERROR
@@ -200,10 +195,15 @@ def _route_qt_messages() -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the dashboard's arguments to ``parser`` (used by ``plstream dashboard`` and ``python -m``)."""
-    parser.add_argument("result", nargs="?", metavar="RESULT.h5", help="result file to open (finished or growing)")
-    parser.add_argument("--connect", metavar="ENDPOINT", help="live result endpoint of a running analyzer")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("result", nargs="?", metavar="RESULT.h5", help="result file to open (finished or growing)")
+    source.add_argument(
+        "--connect", metavar="ENDPOINT", help="live results of a running analysis, e.g. tcp://127.0.0.1:5560"
+    )
     parser.add_argument("--screenshot", metavar="PNG", help="save the window as a PNG once caught up, then exit")
-    parser.add_argument("--select", type=int, default=3, metavar="N", help="screenshot: preselect the N brightest spots")
+    parser.add_argument(
+        "--select", type=int, default=3, metavar="N", help="screenshot: preselect the N brightest spots (default 3)"
+    )
     parser.add_argument("--timeout", type=float, default=30.0, metavar="S", help="screenshot: wait at most S seconds")
     parser.add_argument("--redraw-hz", type=float, default=20.0, metavar="HZ", help="redraw rate (at most 30)")
     return parser
@@ -214,8 +214,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = add_arguments(argparse.ArgumentParser(prog="plstream dashboard", description=__doc__))
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     args = parser.parse_args(argv)
-    if (args.result is None) == (args.connect is None):
-        parser.error("give either RESULT.h5 or --connect ENDPOINT")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="plstream: %(levelname)s: %(message)s",

@@ -1,8 +1,8 @@
 """The desktop side of the command line: is there a screen, and opening a dashboard window.
 
 ``plstream run`` and ``plstream replay`` open the live dashboard in its own
-process when a window can be shown. Nothing here imports Qt (only
-:mod:`plstream.dashboard` does); the dashboard process does.
+process when a window can be shown. Nothing here imports Qt: the command
+line imports this module for every run, and only the dashboard process loads Qt.
 """
 
 from __future__ import annotations

@@ -21,7 +21,8 @@ from plstream.analysis.evaluation import evaluate
 from plstream.analysis.results import load_results
 from plstream.analysis.warmup import compile_kernels
 from plstream.config import Settings, SettingsError, load_settings
-from plstream.desktop import display_available, launch_dashboard
+from plstream.dashboard.app import add_arguments as add_dashboard_arguments, run_dashboard
+from plstream.dashboard.desktop import display_available, launch_dashboard
 from plstream.orchestration import (
     AnalysisOutcome,
     analyze_stream,
@@ -167,15 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
         "'plstream run', 'replay' and 'analyze' print) or on a result file. Give exactly one of RESULT.h5 "
         "and --connect.",
     )
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("result", nargs="?", metavar="RESULT.h5", help="result file to show")
-    source.add_argument(
-        "--connect", metavar="ENDPOINT", help="live results of a running analysis, e.g. tcp://127.0.0.1:5560"
-    )
-    p.add_argument("--screenshot", metavar="PNG", help="save the window as PNG once the data are shown, then exit")
-    p.add_argument(
-        "--select", type=int, default=3, metavar="N", help="brightest spots whose traces are shown at first (default 3)"
-    )
+    add_dashboard_arguments(p)
     _add_common(p)
     return parser
 
@@ -479,14 +472,20 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
         raise UsageError(f"--select {args.select}: give the number of spots to preselect, 0 or more")
     if args.result is not None and not Path(args.result).exists():
         raise UsageError(f"result file {args.result} not found; give the path of an .h5 file written by plstream")
-    try:
-        from plstream.dashboard.app import run_dashboard
+    try:  # Qt is imported when the window is made
+        return run_dashboard(
+            connect=args.connect,
+            result_path=args.result,
+            screenshot=args.screenshot,
+            select=args.select,
+            timeout_s=args.timeout,
+            redraw_hz=args.redraw_hz,
+        )
     except ImportError as exc:
         if args.debug:
             raise
         print(f"plstream: error: {_dashboard_import_problem(exc)}", file=sys.stderr)
         return EXIT_ERROR
-    return run_dashboard(connect=args.connect, result_path=args.result, screenshot=args.screenshot, select=args.select)
 
 
 _COMMANDS = {

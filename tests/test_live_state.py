@@ -14,7 +14,7 @@ from plstream.analysis.live_state import LiveState
 from plstream.analysis.results import FrameRecord, load_results
 from plstream.cli import main
 from plstream.config import load_settings
-from plstream.desktop import display_available
+from plstream.dashboard.desktop import display_available
 from plstream.orchestration import analyze_with_source_process
 from plstream.sources import SourceSpec
 from plstream.stream.live_client import LiveResultClient
