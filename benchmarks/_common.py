@@ -5,18 +5,19 @@ What lives here, so no script copies another:
 - simulated movies: :func:`simulation_params` (crowded fields get a smaller
   emitter separation), :func:`cached_movie` (written once with
   :func:`~plstream.acquire_adapters.write_movie`, reused by later runs),
-  :func:`camera_model_of`;
+  :func:`camera_model_of`, :func:`warm_up`;
 - the analyzer's stages timed from the outside: :class:`StageTimer` and
   :func:`instrument_analyzer`, which wrap the analyzer's stage functions with
   ``time.perf_counter`` for the duration of a ``with`` block;
 - memory of a process tree from ``/proc``: :func:`process_tree`,
-  :func:`rss_kib`, :func:`reset_peak_rss`, :class:`MemorySampler`;
+  :func:`rss_kib`, :func:`peak_rss_kib`, :class:`MemorySampler`;
 - the analyzer watched from outside where a session creates it:
   :func:`watch_analyzers` (its counters, the moment each result row comes
-  out), :func:`fits_made`;
-- settings and output: :func:`add_settings_argument` / :func:`settings_from`
-  (``--set key=value`` as on the plstream command line),
-  :func:`configure_logging`, :func:`machine_description`, :func:`format_table`.
+  out);
+- command line, settings and output: :func:`add_common_arguments` /
+  :func:`parse_arguments` (``--seed``, ``--no-live``, ``--set key=value`` as on
+  the plstream command line, ``-v``), :func:`settings_from`,
+  :func:`live_results_kwargs`, :func:`machine_description`, :func:`format_table`.
 
 The scripts import it as ``_common`` (they put their own folder on
 ``sys.path`` by being run as ``python benchmarks/<script>.py``).
@@ -29,7 +30,7 @@ import contextlib
 import functools
 import hashlib
 import importlib
-import inspect
+import itertools
 import json
 import logging
 import math
@@ -39,37 +40,39 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from plstream.acquire_adapters import SimulationParams, write_movie
 from plstream.analysis import StreamingAnalyzer
-from plstream.analysis.camera import CameraModel
+from plstream.analysis.camera import CameraModel, resolve_camera_model
+from plstream.analysis.warmup import compile_kernels
 from plstream.config import Settings, SettingsError, load_settings
 
 __all__ = [
     "DEFAULT_CACHE",
-    "MACHINE_COMMAND",
     "ANALYZER_STAGES",
     "AnalyzerWatch",
     "MemorySampler",
     "StageTimer",
-    "add_settings_argument",
+    "add_common_arguments",
     "cached_movie",
     "camera_model_of",
     "configure_logging",
-    "fits_made",
     "format_table",
     "instrument_analyzer",
     "live_results_kwargs",
     "machine_description",
+    "parse_arguments",
+    "peak_rss_kib",
     "process_tree",
     "reset_peak_rss",
     "rss_kib",
     "settings_from",
     "settings_note",
     "simulation_params",
+    "warm_up",
     "watch_analyzers",
 ]
 
@@ -77,9 +80,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_CACHE = Path("/tmp/plstream-bench")
 """Where simulated movies are cached between runs (``--cache`` overrides it)."""
-
-MACHINE_COMMAND = "lscpu | grep -E 'Model name|^CPU\\(s\\)|Thread|MHz'; free -g | head -2; uname -sr; nproc"
-"""Shell command that describes the machine a result table came from (quoted in the README)."""
 
 # Fraction of the usable area the emitters' exclusion disks may cover before the
 # separation is reduced (random sequential addition jams at ~0.55).
@@ -134,10 +134,30 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, title
     return "\n".join(out)
 
 
-def add_settings_argument(parser: argparse.ArgumentParser) -> None:
-    """``--set section.key=value`` (repeatable), as on the plstream command line."""
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="change a setting, as plstream --set does (e.g. fit.parallel=false); repeatable")
+def add_common_arguments(parser: argparse.ArgumentParser, *, seed: bool = True, settings: bool = True,
+                         live_served_by: str = "") -> None:
+    """The options the scripts share: ``--seed``, ``--no-live``, ``--set`` and ``-v``.
+
+    ``--no-live`` is added when ``live_served_by`` names the plstream command
+    that serves live results by default; ``--set section.key=value``
+    (repeatable, into ``overrides``) is as on the plstream command line.
+    """
+    if seed:
+        parser.add_argument("--seed", type=int, default=0, help="simulation seed (default 0)")
+    if live_served_by:
+        parser.add_argument("--no-live", action="store_true",
+                            help=f"do not serve live results to dashboards ({live_served_by} serves them by default)")
+    if settings:
+        parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                            help="change a setting, as plstream --set does (e.g. fit.parallel=false); repeatable")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-v info, -vv debug)")
+
+
+def parse_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse ``argv`` and configure logging from ``-v`` (see :func:`add_common_arguments`)."""
+    args = parser.parse_args(argv)
+    configure_logging(args.verbose)
+    return args
 
 
 def settings_note(overrides: Sequence[str]) -> str:
@@ -204,43 +224,48 @@ def cached_movie(folder: Path, params: SimulationParams, seed: int = 0) -> Path:
 
 def camera_model_of(description: dict[str, Any]) -> CameraModel:
     """The camera model a source states in ``describe()`` (simulated movies always do)."""
-    camera = description.get("camera")
-    if not camera:
-        raise ValueError(f"the source {description.get('path', '')} states no camera model; benchmarks need "
-                         "simulated movies (plstream simulate) that carry offset, gain and read noise")
-    return CameraModel(float(camera["offset_adu"]), float(camera["gain_adu_per_e"]), float(camera["read_noise_e"]),
-                       {"offset_adu": "metadata", "gain_adu_per_e": "metadata", "read_noise_e": "metadata"})
+    try:
+        return resolve_camera_model(description.get("camera"), {}, None)
+    except ValueError as exc:
+        raise ValueError(f"the source {description.get('path', '')} states no full camera model ({exc}); "
+                         "benchmarks need simulated movies (plstream simulate) that carry it") from exc
 
 
-def live_results_kwargs(function: Callable[..., Any], settings: Any, serve: bool) -> dict[str, Any]:
-    """Keyword arguments that make ``function`` serve live results as the CLI does (``live.endpoint``).
+def warm_up(settings: Settings, description: dict[str, Any], frames: Iterable[np.ndarray], n_frames: int = 40) -> None:
+    """Compile every kernel the analysis of these frames needs (their shape, read-only as received from ZeroMQ).
 
-    Empty when ``serve`` is False, when live results are turned off in the
-    settings, or when ``function`` (``analyze_stream``,
-    ``analyze_with_source_process``) takes no ``live_endpoint``.
+    ``description`` is the source's ``describe()``; the first ``n_frames`` of
+    ``frames`` are analyzed and the results dropped.
     """
-    endpoint = getattr(getattr(settings, "live", None), "endpoint", "")
-    if not serve or not endpoint or "live_endpoint" not in inspect.signature(function).parameters:
-        return {}
-    return {"live_endpoint": endpoint}
+    compile_kernels()
+    analyzer = StreamingAnalyzer(settings, tuple(description["shape"]), camera_model_of(description))
+    for t, data in enumerate(itertools.islice(frames, n_frames)):
+        data.setflags(write=False)  # frames from ZeroMQ are read-only views
+        analyzer.process(t, float(t), data)
+    analyzer.finish()
+
+
+def live_results_kwargs(settings: Settings, serve: bool) -> dict[str, Any]:
+    """Keyword arguments that make ``analyze_stream`` / ``analyze_with_source_process`` serve live results as the CLI does.
+
+    Empty when ``serve`` is False or when live results are turned off in the
+    settings (``live.endpoint`` empty).
+    """
+    return {"live_endpoint": settings.live.endpoint} if serve and settings.live.endpoint else {}
 
 
 # ---------------------------------------------------------------------- analyzer stages
-ANALYZER_STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("photons+mean", ("plstream.analysis.analyzer:to_photons", "plstream.analysis.analyzer:RunningMean.add",
-                      "plstream.analysis.analyzer:RunningMean.add_raw")),
-    ("detection", ("plstream.analysis.analyzer:StreamingAnalyzer._detect",)),
-    ("fit", ("plstream.analysis.analyzer:StreamingAnalyzer._fit",)),
-    ("drift", ("plstream.analysis.analyzer:StreamingAnalyzer._estimate_drift",)),
-    ("integration", ("plstream.analysis.analyzer:integrate_spots", "plstream.analysis.analyzer:integrate_spots_into")),
-    ("on/off", ("plstream.analysis.analyzer:OnOffClassifier.classify",)),
+ANALYZER_STAGES: tuple[tuple[str, str], ...] = (
+    ("photons+mean", "plstream.analysis.analyzer:RunningMean.add_raw"),
+    ("detection", "plstream.analysis.analyzer:StreamingAnalyzer._detect"),
+    ("fit", "plstream.analysis.analyzer:StreamingAnalyzer._fit"),
+    ("drift", "plstream.analysis.analyzer:StreamingAnalyzer._estimate_drift"),
+    ("integration", "plstream.analysis.analyzer:integrate_spots_into"),
+    ("on/off", "plstream.analysis.analyzer:OnOffClassifier.classify"),
 )
-"""Stage name and the functions that do it (``module:attribute.path``), where the analyzer looks them up.
+"""Stage name and the function that does it (``module:attribute.path``), where the analyzer looks it up.
 
-A stage is timed through every one of its functions that exists (the
-analyzer is being optimized: ADU->photons and the running mean were separate
-calls and are now one; photometry moved to an ``_into`` variant); when the
-analyzer changes again, add the new name here. "photons+mean" converts ADU to photons and adds the
+"photons+mean" converts ADU to photons and adds the
 frame to the drift-corrected running mean; detection includes the PSF-width
 measurement and building the mean image it searches; drift includes the
 cross-correlation fallback. Time spent in ``StreamingAnalyzer.process``
@@ -294,69 +319,38 @@ class StageTimer:
         return timed
 
 
-def _resolve(target: str) -> tuple[Any, str] | None:
-    """``"module:Owner.attr"`` -> (owner object, attribute name), or None when it does not exist."""
+def _resolve(target: str) -> tuple[Any, str]:
+    """``"module:Owner.attr"`` -> (owner object, attribute name); AttributeError naming ``target`` if it is gone."""
     module_name, _, path = target.partition(":")
-    try:
-        owner: Any = importlib.import_module(module_name)
-        *parents, name = path.split(".")
-        for parent in parents:
-            owner = getattr(owner, parent)
-    except (ImportError, AttributeError):
-        return None
-    return (owner, name) if callable(getattr(owner, name, None)) else None
+    owner: Any = importlib.import_module(module_name)
+    *parents, name = path.split(".")
+    for parent in parents:
+        owner = getattr(owner, parent, None)
+    if name not in getattr(owner, "__dict__", {}):
+        raise AttributeError(f"{target} does not exist (the analyzer changed?): update _common.ANALYZER_STAGES")
+    return owner, name
 
 
 @contextlib.contextmanager
-def instrument_analyzer(timer: StageTimer, stages: Sequence[tuple[str, Sequence[str]]] = ANALYZER_STAGES
-                        ) -> Iterator[list[str]]:
-    """Time the analyzer's stages into ``timer`` inside the ``with`` block; yields the stages instrumented.
+def instrument_analyzer(timer: StageTimer, stages: Sequence[tuple[str, str]] = ANALYZER_STAGES) -> Iterator[list[str]]:
+    """Time the analyzer's stages into ``timer`` inside the ``with`` block; yields the stage names, in order.
 
     The functions are replaced where the analyzer looks them up (its module's
     globals and its classes) and restored on exit, so every
     :class:`~plstream.analysis.analyzer.StreamingAnalyzer` in this process is
-    timed meanwhile. A stage none of whose functions exists any more (the
-    analyzer changed) is logged and left out; its time then counts as "other".
+    timed meanwhile.
     """
-    restore: list[tuple[Any, str, Any, bool]] = []
-    done: list[str] = []
+    restore: list[tuple[Any, str, Any]] = []
     try:
-        for stage, targets in stages:
-            for target in targets:
-                found = _resolve(target)
-                if found is None:
-                    logger.debug("stage %r: %s not found", stage, target)
-                    continue
-                owner, name = found
-                own = name in vars(owner)
-                original = vars(owner)[name] if own else getattr(owner, name)
-                if isinstance(original, (staticmethod, classmethod)):
-                    logger.warning("stage %r: %s is a %s and is not timed", stage, target, type(original).__name__)
-                    continue
-                setattr(owner, name, timer.wrap(stage, original))
-                restore.append((owner, name, original, own))
-                if stage not in done:
-                    done.append(stage)
-            if stage not in done:
-                logger.warning("stage %r is not timed: none of %s exists (has the analyzer changed?)",
-                               stage, ", ".join(targets))
-        yield done
+        for stage, target in stages:
+            owner, name = _resolve(target)
+            original = vars(owner)[name]
+            setattr(owner, name, timer.wrap(stage, original))
+            restore.append((owner, name, original))
+        yield [stage for stage, _ in stages]
     finally:
-        for owner, name, original, own in reversed(restore):
-            if own:
-                setattr(owner, name, original)
-            else:
-                delattr(owner, name)
-
-
-def fits_made(analyzer: StreamingAnalyzer) -> int | None:
-    """Fits the analyzer has made so far (``fits_made``; spots it pre-screened as OFF are not fitted).
-
-    None when this version of the analyzer does not count them (then every
-    known spot is fitted in every frame: count spot-frames instead).
-    """
-    made = getattr(analyzer, "fits_made", None)
-    return int(made) if isinstance(made, (int, np.integer)) else None
+        for owner, name, original in reversed(restore):
+            setattr(owner, name, original)
 
 
 @dataclass

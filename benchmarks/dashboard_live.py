@@ -95,14 +95,6 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICK
 
 
-def peak_rss_mib(pid: int) -> float | None:
-    """``VmHWM`` of ``pid``, MiB (None when /proc does not say)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return None
-
-
 def _follow(stream: IO[str], sink: list[str], on_line: Callable[[str], None]) -> threading.Thread:
     def read() -> None:
         for line in stream:
@@ -155,7 +147,7 @@ def replay_pass(name: str, movie: Path, out: Path, overrides: list[str], endpoin
                 _, t_child, count = reports.get(timeout=10).split()
                 ends.append((t, cpu, float(t_child) if int(count) >= 0 else t, max(int(count), 0)))
             (t0, cpu0, c0, n0), (t1, cpu1, c1, n1) = ends
-            rss = peak_rss_mib(board.pid)
+            rss = _common.peak_rss_kib(board.pid) / 1024 or None
         except BaseException:
             for process in (board, replay):
                 if process.poll() is None:
@@ -228,13 +220,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=2000, help="number of frames (default 2000)")
     parser.add_argument("--size", type=int, default=512, help="frame size, px (square; default 512)")
     parser.add_argument("--emitters", type=int, default=300, help="simulated emitters (default 300)")
-    parser.add_argument("--seed", type=int, default=0, help="simulation seed (default 0)")
     parser.add_argument("--cache", type=Path, default=_common.DEFAULT_CACHE,
                         help=f"folder for the simulated movies, reused between runs (default {_common.DEFAULT_CACHE})")
-    _common.add_settings_argument(parser)
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-v info, -vv debug)")
-    args = parser.parse_args(argv)
-    _common.configure_logging(args.verbose)
+    _common.add_common_arguments(parser)
+    args = _common.parse_arguments(parser, argv)
     if args.frames < 2 or args.size < 16 or args.emitters < 1:
         parser.error("need --frames >= 2, --size >= 16 and --emitters >= 1")
     _common.settings_from(parser, args.overrides)  # a bad --set is reported here, not by the replay

@@ -21,8 +21,6 @@ hand::
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import time
 
@@ -30,6 +28,7 @@ import numba
 import numpy as np
 from scipy.special import erf
 
+import _common
 from plstream.analysis.fit import FitStatus, crlb_for, fit_spots_into
 
 SIGMA_PX = 1.3
@@ -38,17 +37,6 @@ PITCH_PX = 16  # grid pitch; the 15 px render window of a spot never reaches a n
 HALF_WINDOW = 7  # rendered window is 15x15 px (5.4 sigma either side)
 CASES = (("bright", 1000.0, False), ("dim", 200.0, False), ("off", 0.0, False), ("off after on", 0.0, True))
 ON_PHOTONS = 1000.0  # warm start of the "off after on" row
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def simulate(rng: np.random.Generator, n_spots: int, photons: float) -> tuple[np.ndarray, np.ndarray]:
@@ -98,8 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(args.seed)
     frames = {name: simulate(rng, args.spots, photons) for name, photons, _ in CASES}
 
-    print(f"machine: {cpu_model()}; nproc {os.cpu_count()}, usable {len(os.sched_getaffinity(0))}; "
-          f"python {platform.python_version()}, numpy {np.__version__}, numba {numba.__version__}")
+    print(f"machine: {_common.machine_description()}")
     print(f"{args.spots} spots per case, sigma {SIGMA_PX} px, background {BACKGROUND:g} photons/px, "
           f"cold start from the rounded true centre; best of {args.repeats} runs\n")
     header = (f"{'ROI':>5} {'mode':<12} {'spots':<13} {'N':>5} {'fits/s/core':>12} {'mean it':>8} {'max it':>7} "

@@ -12,9 +12,8 @@ live results served to dashboards unless ``--no-live``).
 
 Times (one clock, ``time.time()``, both processes on this machine):
 
-- ``t_pub``: stamped into each frame's metadata when it is sent (by the
-  publisher itself where it does, else by a thin FramePublisher subclass here,
-  just before the send);
+- ``t_pub``: stamped into each frame's metadata by the
+  :class:`~plstream.stream.FramePublisher` when it sends the frame;
 - acquisition: the frame's ``timestamp``, the moment the source released it
   (before the live queue);
 - result: the moment ``StreamingAnalyzer.process`` returns the frame's result
@@ -34,8 +33,6 @@ too. Prints one table. Run by hand::
 from __future__ import annotations
 
 import argparse
-import inspect
-import dataclasses
 import logging
 import math
 import multiprocessing
@@ -52,8 +49,6 @@ import zmq
 
 import _common
 from plstream.acquire_adapters import Frame, SimulatedCamera, SimulationParams
-from plstream.analysis import StreamingAnalyzer
-from plstream.analysis.warmup import compile_kernels
 from plstream.config import Settings
 from plstream.orchestration import analyze_stream
 from plstream.stream import FrameMessage, FramePublisher, FrameSubscriber, publish
@@ -64,17 +59,6 @@ _JOIN_TIMEOUT_S = 10.0
 
 
 # ---------------------------------------------------------------------- source process
-class _StampingPublisher(FramePublisher):
-    """A FramePublisher that puts ``metadata["t_pub"] = time.time()`` on each frame it sends.
-
-    If the publisher stamps ``t_pub`` itself, its own value is what arrives.
-    """
-
-    def send_frame(self, frame: Frame, **kwargs: Any) -> None:
-        stamped = dataclasses.replace(frame, metadata={**frame.metadata, "t_pub": time.time()})
-        super().send_frame(stamped, **kwargs)
-
-
 class _PacedPool:
     """A live FrameSource: frames from a pool (forwards, then backwards, ...) released at ``rate`` frames/s."""
 
@@ -117,7 +101,7 @@ def _source_main(params: SimulationParams, seed: int, rate_hz: float, n_frames: 
         camera = SimulatedCamera(params, seed)
         frames = [camera.render_frame(t) for t in range(params.n_frames)]
         source = _PacedPool(frames, n_frames, rate_hz, camera.describe())
-        with zmq.Context() as context, _StampingPublisher(
+        with zmq.Context() as context, FramePublisher(
             context, endpoint, bind=False, send_hwm=settings.stream.send_hwm,
             linger_ms=int(settings.stream.peer_timeout_s * 1000),
         ) as publisher:
@@ -137,7 +121,6 @@ class _Recorder:
         self._subscriber = subscriber
         self.published: dict[int, float] = {}
         self.acquired: dict[int, float] = {}
-        self.stamped_by_publisher = 0
 
     @property
     def counters(self) -> dict[str, int]:
@@ -216,18 +199,6 @@ def measure(rate_hz: float, seconds: float, params: SimulationParams, seed: int,
     ]
 
 
-def warm_up(params: SimulationParams, seed: int, settings: Settings, frames: int = 40) -> None:
-    """Compile every kernel the analysis of these frames needs (their shape, read-only as received)."""
-    compile_kernels()
-    camera = SimulatedCamera(params, seed)
-    analyzer = StreamingAnalyzer(settings, params.shape, _common.camera_model_of(camera.describe()))
-    for t in range(min(frames, params.n_frames)):
-        data = camera.render_frame(t)
-        data.setflags(write=False)  # frames from ZeroMQ are read-only views
-        analyzer.process(t, float(t), data)
-    analyzer.finish()
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; returns the exit status."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -237,13 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--emitters", type=int, default=60, help="simulated emitters (default 60, as plstream run)")
     parser.add_argument("--pool", type=int, default=400,
                         help="distinct frames rendered before the run and cycled (default 400)")
-    parser.add_argument("--seed", type=int, default=0, help="simulation seed (default 0)")
-    parser.add_argument("--no-live", action="store_true",
-                        help="do not serve live results to dashboards (plstream run serves them by default)")
-    _common.add_settings_argument(parser)
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-v info, -vv debug)")
-    args = parser.parse_args(argv)
-    _common.configure_logging(args.verbose)
+    _common.add_common_arguments(parser, live_served_by="plstream run")
+    args = _common.parse_arguments(parser, argv)
     if args.verbose == 0:  # one warning per gap or full queue would bury the table; the table counts them
         logging.getLogger("plstream.stream.subscriber").setLevel(logging.ERROR)
     try:
@@ -255,11 +221,12 @@ def main(argv: list[str] | None = None) -> int:
 
     params = _common.simulation_params(args.size, args.pool, args.emitters)
     settings = _common.settings_from(parser, args.overrides)
-    live = _common.live_results_kwargs(analyze_stream, settings, serve=not args.no_live)
-    if live and "linger_s" in inspect.signature(analyze_stream).parameters:
+    live = _common.live_results_kwargs(settings, serve=not args.no_live)
+    if live:
         live["linger_s"] = 0.0  # no one watches; do not wait after each run
     print("compiling / loading the analysis kernels...", file=sys.stderr, flush=True)
-    warm_up(params, args.seed, settings)
+    camera = SimulatedCamera(params, args.seed)
+    _common.warm_up(settings, camera.describe(), (camera.render_frame(t) for t in range(params.n_frames)))
     rows = []
     with tempfile.TemporaryDirectory(prefix="plstream-latency-") as folder:
         for rate in rates:

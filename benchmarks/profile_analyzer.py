@@ -31,9 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=400, help="frames, the first 50 not profiled (default 400)")
     parser.add_argument("--size", type=int, default=512, help="frame size, px, square (default 512)")
     parser.add_argument("--emitters", type=int, default=300, help="simulated emitters (default 300)")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-v info, -vv debug)")
-    args = parser.parse_args(argv)
-    _common.configure_logging(args.verbose)
+    _common.add_common_arguments(parser, seed=False, settings=False)
+    args = _common.parse_arguments(parser, argv)
     if args.frames <= _WARM_UP:
         parser.error(f"--frames must be more than the {_WARM_UP} warm-up frames")
     params = _common.simulation_params(args.size, args.frames, args.emitters)

@@ -27,9 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gib", type=float, default=2.0, help="movie size in GiB (default 2)")
     parser.add_argument("--folder", type=Path, default=_common.DEFAULT_CACHE,
                         help=f"where the movie is cached and the result written (default {_common.DEFAULT_CACHE})")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-v info, -vv debug)")
-    args = parser.parse_args(argv)
-    _common.configure_logging(args.verbose)
+    _common.add_common_arguments(parser, seed=False, settings=False)
+    args = _common.parse_arguments(parser, argv)
     n_frames = max(1, int(args.gib * 2**30 / (512 * 512 * 2)))
     movie = _common.cached_movie(args.folder, _common.simulation_params(512, n_frames, 300), seed=1)
     size_gib = movie.stat().st_size / 2**30

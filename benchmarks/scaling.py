@@ -59,7 +59,6 @@ class Point:
     seconds: float
     fits: int
     stages: dict[str, float]
-    counts_fits: bool
 
     @property
     def ms_per_frame(self) -> float:
@@ -72,26 +71,22 @@ def measure(sweep: str, params: SimulationParams, warm_up: int, seed: int, setti
     camera = SimulatedCamera(params, seed)
     analyzer = StreamingAnalyzer(settings, params.shape, _common.camera_model_of(camera.describe()))
     total = 0.0
-    spot_frames = 0
-    made_before: int | None = None
+    made_before = 0
     for t in range(params.n_frames):
         frame = camera.render_frame(t)  # not timed
         if t == warm_up:
             timer.reset()
-            made_before = _common.fits_made(analyzer)
+            made_before = analyzer.fits_made
         started = time.perf_counter()
         analyzer.process(t, t / params.frame_rate_hz, frame)
         elapsed = time.perf_counter() - started
         if t >= warm_up:
             total += elapsed
-            spot_frames += len(analyzer.spots)
-    made = _common.fits_made(analyzer)
-    fits = made - made_before if made is not None and made_before is not None else spot_frames
     stages = dict(timer.totals)
     stages["other"] = max(0.0, total - sum(stages.values()))
     n = params.n_frames - warm_up
-    return Point(sweep, params, len(analyzer.spots), n, total, fits, {k: v / n * 1e3 for k, v in stages.items()},
-                 made is not None)
+    return Point(sweep, params, len(analyzer.spots), n, total, analyzer.fits_made - made_before,
+                 {k: v / n * 1e3 for k, v in stages.items()})
 
 
 def cost_model(points: list[Point]) -> tuple[np.ndarray, float] | None:
@@ -123,11 +118,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="emitters in every frame of the size sweep (default 300)")
     parser.add_argument("--frames", type=int, default=150, help="frames per configuration (default 150)")
     parser.add_argument("--warm-up", type=int, default=50, help="first frames analyzed but not timed (default 50)")
-    parser.add_argument("--seed", type=int, default=0, help="simulation seed (default 0)")
-    _common.add_settings_argument(parser)
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-v info, -vv debug)")
-    args = parser.parse_args(argv)
-    _common.configure_logging(args.verbose)
+    _common.add_common_arguments(parser)
+    args = _common.parse_arguments(parser, argv)
     if not 0 <= args.warm_up < args.frames:
         parser.error("need 0 <= --warm-up < --frames")
     if min(args.sizes) < 32:
@@ -163,18 +155,14 @@ def main(argv: list[str] | None = None) -> int:
              f"frames per row after {args.warm_up} warm-up frames, seed {args.seed}; "
              f"{_common.settings_note(args.overrides)}\n"
              f"machine: {_common.machine_description()}\n")
-    counted = ("fit made (spots pre-screened as OFF are not fitted)" if all(p.counts_fits for p in points)
-               else "spot-frame (every known spot in every frame)")
     notes = ["", "Spot sweep at 512x512 px; size sweep at a fixed emitter count (not a fixed density). "
-                 f"Stage columns are exclusive ms/frame; us/fit = fit stage time per {counted}."]
+                 "Stage columns are exclusive ms/frame; us/fit = fit stage time per fit made (spots pre-screened "
+                 "as OFF are not fitted)."]
     model = cost_model(points)
     if model is not None:
         (a, b, c), residual = model
         notes.append(f"cost model (least squares over all rows): ms/frame = {a:.2f} + {b:.2f} * Mpx + "
                      f"{c:.2f} * (1000 spots found); rms residual {residual:.2f} ms")
-    missing = [s for s, _ in _common.ANALYZER_STAGES if s not in timed]
-    if missing:
-        notes.append(f"not timed (functions not found, counted in 'other'): {', '.join(missing)}")
     print(_common.format_table(headers, rows, title=title, notes=notes))
     return 0
 

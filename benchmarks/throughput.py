@@ -15,8 +15,7 @@ see ``--cache``), in one process and one run:
    (``--no-live``: not), after the kernels are compiled for this movie.
    Frames/s over the whole call (with process start-up) and in steady state
    (first to last frame analyzed); fits/s = fits made per second
-   (``StreamingAnalyzer.fits_made``; an analyzer that does not count them
-   fits every known spot in every frame, and those are counted); peak RSS of this process (the
+   (``StreamingAnalyzer.fits_made``); peak RSS of this process (the
    analyzer), of the source process (+ multiprocessing's helper) and of their
    sampled sum.
 3. **stages**, each measured on its own pass over the same frames, from the
@@ -45,7 +44,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import inspect
 import logging
 import sys
 import tempfile
@@ -61,9 +59,8 @@ import zmq
 
 import _common
 from plstream.acquire_adapters import Frame, TiffStackSource
-from plstream.analysis import ResultWriter, StreamingAnalyzer, load_results
+from plstream.analysis import ResultWriter, StreamingAnalyzer
 from plstream.analysis.pipeline import SessionStatus
-from plstream.analysis.warmup import compile_kernels
 from plstream.config import Settings
 from plstream.orchestration import analyze_with_source_process
 from plstream.sources import SourceSpec
@@ -80,7 +77,7 @@ _SPOT_TABLE_INTERVAL_S = 0.5  # as AnalysisSession writes the spot table and mea
 
 @dataclass
 class Pass:
-    """One measured pass: ``frames`` in ``seconds`` (and ``fits`` spot-frames, where it fits spots)."""
+    """One measured pass: ``frames`` in ``seconds`` (and ``fits`` made, where it fits spots)."""
 
     name: str
     frames: int
@@ -116,45 +113,33 @@ def reference_pass(movie: Path) -> Pass:
     return Pass("reference: numpy read + float64 sum", n, elapsed)
 
 
-def _spot_frames_in(result_path: Path) -> int:
-    """Spot-frames in a result file: every spot in every frame from its discovery on."""
-    results = load_results(result_path)
-    first = np.asarray(results.spots_first_frame, dtype=np.int64)
-    return int(np.sum(np.clip(results.n_frames - first, 0, None)))
-
-
 def end_to_end_pass(movie: Path, settings: Settings, out: Path, *, live: bool
                     ) -> tuple[Pass, Pass, _common.MemorySampler, dict[str, Any]]:
     """``plstream replay``'s pipeline on ``movie``: (whole call, steady state, memory, summary).
 
     With ``live``, live results are served as ``plstream replay`` does by default.
     """
-    marks: list[tuple[float, int, int | None]] = []  # (time, frames analyzed, fits made)
+    marks: list[tuple[float, int, int]] = []  # (time, frames analyzed, fits made)
 
     with _common.watch_analyzers() as watch:
 
         def on_tick(status: SessionStatus) -> None:
-            if status.frames_analyzed and (not marks or marks[-1][1] != status.frames_analyzed):
-                made = _common.fits_made(watch.analyzers[0]) if watch.analyzers else None
-                marks.append((time.perf_counter(), status.frames_analyzed, made))
+            if watch.analyzers and status.frames_analyzed and (not marks or marks[-1][1] != status.frames_analyzed):
+                marks.append((time.perf_counter(), status.frames_analyzed, watch.analyzers[0].fits_made))
 
         with _common.MemorySampler() as memory:
             started = time.perf_counter()
-            outcome = analyze_with_source_process(
-                SourceSpec.file(movie), settings, out, on_tick=on_tick,
-                **_common.live_results_kwargs(analyze_with_source_process, settings, live),
-            )
+            outcome = analyze_with_source_process(SourceSpec.file(movie), settings, out, on_tick=on_tick,
+                                                  **_common.live_results_kwargs(settings, live))
             elapsed = time.perf_counter() - started
     if outcome.status != "complete":
         raise RuntimeError(f"the replay ended with status {outcome.status!r}: {outcome.error}")
     n = outcome.session_status.frames_analyzed
-    made = _common.fits_made(watch.analyzers[0]) if watch.analyzers else None
-    fits = made if made is not None else _spot_frames_in(out)
+    fits = watch.analyzers[0].fits_made if watch.analyzers else None
     whole = Pass("end-to-end replay, whole call", n, elapsed, fits, memory.peak_total_kib / 1024)
     if len(marks) >= 2 and marks[-1][0] > marks[0][0]:
         (t0, n0, f0), (t1, n1, f1) = marks[0], marks[-1]
-        steady_fits = f1 - f0 if f0 is not None and f1 is not None else round(fits * (n1 - n0) / n)
-        steady = Pass("end-to-end replay, steady state", n1 - n0, t1 - t0, steady_fits)
+        steady = Pass("end-to-end replay, steady state", n1 - n0, t1 - t0, f1 - f0)
     else:
         steady = Pass("end-to-end replay, steady state", 0, 0.0)
     return whole, steady, memory, outcome.summary
@@ -235,75 +220,50 @@ class AnalyzerPass:
 
     total: Pass
     stages: dict[str, float]
-    timed: list[str]
     last_row: Any
     spots: int
-    counts_fits: bool
 
 
 def analyzer_pass(movie: Path, settings: Settings) -> AnalyzerPass:
     """The analyzer in-process on every frame (reading the file not timed), its stages timed."""
     timer = _common.StageTimer()
     total = 0.0
-    spot_frames = 0
     last = None
-    with TiffStackSource(movie) as source, _common.instrument_analyzer(timer) as timed:
+    with TiffStackSource(movie) as source, _common.instrument_analyzer(timer):
         description = source.describe()
         analyzer = StreamingAnalyzer(settings, tuple(description["shape"]), _common.camera_model_of(description))
         for frame in source:
             started = time.perf_counter()
             records = analyzer.process(frame.seq, frame.timestamp, frame.data)
             total += time.perf_counter() - started
-            spot_frames += len(analyzer.spots)
             if records:
                 last = records[-1]
         n = analyzer.frames_analyzed
         for record in analyzer.finish():
             last = record
-    made = _common.fits_made(analyzer)
     stages = dict(timer.totals)
     stages["other"] = max(0.0, total - sum(stages.values()))
-    fits = made if made is not None else spot_frames
-    return AnalyzerPass(Pass("analyzer (in-process, all stages)", n, total, fits), stages, timed, last,
-                        len(analyzer.spots), made is not None)
-
-
-def warm_up(movie: Path, settings: Settings, frames: int = 40) -> None:
-    """Compile every kernel the analysis of this movie needs (its shape, read-only frames as received)."""
-    compile_kernels()
-    with TiffStackSource(movie) as source:
-        description = source.describe()
-        analyzer = StreamingAnalyzer(settings, tuple(description["shape"]), _common.camera_model_of(description))
-        for frame in source:
-            data = frame.data
-            data.setflags(write=False)  # frames from ZeroMQ are read-only views
-            analyzer.process(frame.seq, frame.timestamp, data)
-            if frame.seq + 1 >= frames:
-                break
-        analyzer.finish()
+    return AnalyzerPass(Pass("analyzer (in-process, all stages)", n, total, analyzer.fits_made), stages, last,
+                        len(analyzer.spots))
 
 
 def write_pass(template: Any, n_frames: int, n_spots: int, shape: tuple[int, int], settings: Settings,
                out: Path) -> Pass:
     """ResultWriter fed ``n_frames`` copies of ``template`` (a real result row), spot table every 0.5 s."""
-    kwargs: dict[str, Any] = {}
-    if "frame_shape" in inspect.signature(ResultWriter).parameters:
-        kwargs["frame_shape"] = shape
     rng = np.random.default_rng(0)
     xy = rng.uniform(8, min(shape) - 8, size=(n_spots, 2))
     first = np.zeros(n_spots, dtype=np.int64)
     mean_image = np.full(shape, 20.0, dtype=np.float32)
     started = time.perf_counter()
     writer = ResultWriter(out, run_info={"settings_json": settings.to_json()},
-                          flush_interval_s=settings.output.flush_interval_s, overwrite=True, **kwargs)
+                          flush_interval_s=settings.output.flush_interval_s, overwrite=True, frame_shape=shape)
     last_table = -np.inf
     for t in range(n_frames):
         writer.append(dataclasses.replace(template, index=t, seq=t, timestamp=float(t)))
         now = time.perf_counter()
         if now - last_table >= _SPOT_TABLE_INTERVAL_S:
             writer.set_spots(xy[:, 0], xy[:, 1], first)
-            if hasattr(writer, "set_mean_image"):
-                writer.set_mean_image(mean_image)
+            writer.set_mean_image(mean_image)
             last_table = now
     writer.close("complete", {})
     return Pass("write: ResultWriter (copies of a real row)", n_frames, time.perf_counter() - started)
@@ -329,13 +289,14 @@ def run(size: int, frames: int, emitters: int, seed: int, cache: Path, settings:
     params = _common.simulation_params(size, frames, emitters)
     movie = _common.cached_movie(cache, params, seed)
     print("compiling / loading the analysis kernels...", file=sys.stderr, flush=True)
-    warm_up(movie, settings)
+    with TiffStackSource(movie) as source:
+        _common.warm_up(settings, source.describe(), (frame.data for frame in source))
     with tempfile.TemporaryDirectory(prefix="plstream-throughput-") as folder:
         out = Path(folder)
         print("reference pass (numpy)...", file=sys.stderr, flush=True)
         reference = min((reference_pass(movie) for _ in range(2)), key=lambda p: p.seconds)
         print("end-to-end replay...", file=sys.stderr, flush=True)
-        live = bool(_common.live_results_kwargs(analyze_with_source_process, settings, live))
+        live = bool(_common.live_results_kwargs(settings, live))
         whole, steady, memory, summary = end_to_end_pass(movie, settings, out / "replay.h5", live=live)
         print("decode, transport, analyzer and write passes...", file=sys.stderr, flush=True)
         decode = decode_pass(movie)
@@ -360,21 +321,17 @@ def run(size: int, frames: int, emitters: int, seed: int, cache: Path, settings:
              f"({summary.get('spots', analysis.spots)} spots found), uint16, {gib:.2f} GiB, seed {seed}, "
              f"live results {'served' if live else 'not served'}; {_common.settings_note(overrides)}\n"
              f"machine: {_common.machine_description()}\n")
-    missing = [s for s, _ in _common.ANALYZER_STAGES if s not in analysis.timed]
     notes = [
         "",
         "ratio = frames/s / reference frames/s (reference: numpy.fromfile + float64 sum per frame, page cache warm).",
-        ("fits/s = fits made per second (StreamingAnalyzer.fits_made: spots pre-screened as OFF are not fitted)"
-         if analysis.counts_fits else "fits/s = spot-frames fitted (every known spot in every frame) per second")
-        + "; stages are exclusive times, 'other' = the rest of StreamingAnalyzer.process.",
+        "fits/s = fits made per second (StreamingAnalyzer.fits_made: spots pre-screened as OFF are not fitted)"
+        "; stages are exclusive times, 'other' = the rest of StreamingAnalyzer.process.",
         "Stage passes run one at a time; the replay overlaps the source process with the analyzer.",
         "Whole call = process start-up + analysis + closing the file"
         + (f" + serving live results {settings.live.linger_s:g} s more (live.linger_s)." if live else "."),
         "Peak RSS of the replay: sampled sum over the process tree every 0.2 s"
         + ("." if memory.self_peak_was_reset else "; analyzer peak = this process since start (VmHWM not reset)."),
     ]
-    if missing:
-        notes.append(f"not timed (functions not found, counted in 'other'): {', '.join(missing)}")
     print(_common.format_table(["pass / stage", "ms/frame", "frames/s", "ratio", "fits/s", "peak RSS MiB"], rows,
                                title=title, notes=notes))
     return 0
@@ -389,15 +346,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, help="number of frames (overrides the preset)")
     parser.add_argument("--size", type=int, help="frame size, px (square; overrides the preset)")
     parser.add_argument("--emitters", type=int, help="simulated emitters (overrides the preset)")
-    parser.add_argument("--seed", type=int, default=0, help="simulation seed (default 0)")
     parser.add_argument("--cache", type=Path, default=_common.DEFAULT_CACHE,
                         help=f"folder for the simulated movies, reused between runs (default {_common.DEFAULT_CACHE})")
-    parser.add_argument("--no-live", action="store_true",
-                        help="do not serve live results during the replay (plstream replay serves them by default)")
-    _common.add_settings_argument(parser)
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-v info, -vv debug)")
-    args = parser.parse_args(argv)
-    _common.configure_logging(args.verbose)
+    _common.add_common_arguments(parser, live_served_by="plstream replay")
+    args = _common.parse_arguments(parser, argv)
     size, frames, emitters = PRESETS[args.preset]
     size = args.size or size
     frames = args.frames or frames
