@@ -3,31 +3,15 @@
 Every source implements :class:`FrameSource` (``describe()``, iteration over
 :class:`Frame` objects, ``close()``) and reports unusable input as
 :class:`InputError` (:class:`CorruptInputError` for damaged content).
-:func:`open_source` picks the adapter for a path.
+:func:`open_movie` picks the file adapter for a path.
+
+Rooms: :mod:`.base` (the interface), :mod:`.files` (TIFF stacks, TIFF
+folders, videos), :mod:`.simulated` (the simulated camera and its ground
+truth). Names are imported on first use, so ``import plstream.acquire_adapters``
+costs nothing until a source is needed (the public names are listed in
+``__init__.pyi``).
 """
 
-from plstream.acquire_adapters.base import CorruptInputError, Frame, FrameSource, InputError
-from plstream.acquire_adapters.simulated import SimulatedCamera, SimulationParams, write_movie
-from plstream.acquire_adapters.sources import open_source
-from plstream.acquire_adapters.tiff_folder import TiffFolderSource
-from plstream.acquire_adapters.tiff_stack import TiffStackSource
-from plstream.acquire_adapters.truth import TRUTH_FORMAT_VERSION, SimulationTruth, load_truth, save_truth
-from plstream.acquire_adapters.video import VideoSource
+import lazy_loader as _lazy
 
-__all__ = [
-    "Frame",
-    "FrameSource",
-    "InputError",
-    "CorruptInputError",
-    "SimulationParams",
-    "SimulatedCamera",
-    "SimulationTruth",
-    "TRUTH_FORMAT_VERSION",
-    "write_movie",
-    "save_truth",
-    "load_truth",
-    "TiffStackSource",
-    "TiffFolderSource",
-    "VideoSource",
-    "open_source",
-]
+__getattr__, __dir__, __all__ = _lazy.attach_stub(__name__, __file__)

@@ -7,12 +7,13 @@ timestamp and a small metadata dict) and describes itself once with
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["Frame", "FrameSource", "InputError", "CorruptInputError"]
+__all__ = ["CorruptInputError", "Frame", "FrameSource", "InputError"]
 
 
 class InputError(ValueError):

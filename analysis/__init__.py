@@ -1,31 +1,15 @@
-"""plstream.analysis: numba kernels and the streaming analyzer.
+"""plstream.analysis: the streaming analysis of a frame stream.
 
 Public face: :class:`StreamingAnalyzer` (one frame in, one result row out),
 :class:`AnalysisSession` / :func:`run_analysis` (stream messages in, result
-file out), the result file's :class:`ResultWriter` / :func:`load_results`,
-the live history served to dashboards (:class:`LiveState`), and
-:func:`evaluate` against a simulation's ground truth. The per-stage
-functions live in their modules (``detect``, ``fit``, ``drift``,
-``integrate``, ``blinking``, ``camera``).
+file out), the result file (:mod:`.result_file`: :class:`ResultWriter`,
+:func:`load_results`, :class:`ResultFollower`) and :func:`evaluate` against a
+simulation's ground truth. The per-stage functions live in their modules
+(``detect``, ``fit``, ``drift``, ``integrate``, ``blinking``, ``camera``),
+their numba kernels in :mod:`.kernels`. Names are imported on first use
+(listed in ``__init__.pyi``), so importing the package compiles nothing.
 """
 
-from plstream.analysis.analyzer import StreamingAnalyzer
-from plstream.analysis.evaluation import Evaluation, evaluate
-from plstream.analysis.live_state import LiveState
-from plstream.analysis.pipeline import AnalysisSession, run_analysis
-from plstream.analysis.results import LAYOUT_VERSION, FrameRecord, ResultFollower, ResultWriter, Results, load_results
+import lazy_loader as _lazy
 
-__all__ = [
-    "LAYOUT_VERSION",
-    "AnalysisSession",
-    "Evaluation",
-    "FrameRecord",
-    "LiveState",
-    "ResultFollower",
-    "ResultWriter",
-    "Results",
-    "StreamingAnalyzer",
-    "evaluate",
-    "load_results",
-    "run_analysis",
-]
+__getattr__, __dir__, __all__ = _lazy.attach_stub(__name__, __file__)

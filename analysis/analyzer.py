@@ -2,7 +2,7 @@
 
 No I/O and no sockets here: :class:`StreamingAnalyzer` keeps the state a stream
 needs (spot catalog, drift-corrected running mean, ON levels, the last drift)
-and turns each frame into a :class:`~plstream.analysis.results.FrameRecord`.
+and turns each frame into a :class:`~plstream.analysis.result_file.layout.FrameRecord`.
 It never holds more than one frame of the movie.
 
 Per frame t:
@@ -47,7 +47,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from plstream.analysis import _analyzer_kernels as _ak
 from plstream.analysis._threads import prefer_passive_waiting
 from plstream.analysis.blinking import OnOffClassifier
 from plstream.analysis.camera import CameraModel
@@ -55,12 +54,13 @@ from plstream.analysis.detect import detect_spots
 from plstream.analysis.drift import DriftEstimate, drift_by_correlation, drift_from_spots
 from plstream.analysis.fit import fit_spots, fit_spots_into
 from plstream.analysis.integrate import Photometry, integrate_spots_into, photometry_scratch
+from plstream.analysis.kernels import bookkeeping as _ak
 from plstream.analysis.mean_image import RunningMean
-from plstream.analysis.results import FrameRecord
+from plstream.analysis.result_file import FrameRecord
 from plstream.analysis.spots import SpotCatalog
 from plstream.config import Settings
 
-__all__ = ["StreamingAnalyzer", "Geometry"]
+__all__ = ["Geometry", "StreamingAnalyzer"]
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class Geometry:
     annulus_outer_px: float
 
     @classmethod
-    def from_settings(cls, settings: Settings, sigma: float) -> "Geometry":
+    def from_settings(cls, settings: Settings, sigma: float) -> Geometry:
         roi = settings.fit.roi_size_px or 2 * math.ceil(3.0 * sigma) + 1
         roi = min(max(int(roi) | 1, 5), 15)
         integ = settings.integration
@@ -147,13 +147,13 @@ class _FrameWork:
         self.photometry = Photometry.empty(c)
         self.capacity = c
 
-    def ensure(self, n_spots: int) -> "_FrameWork":
+    def ensure(self, n_spots: int) -> _FrameWork:
         """Room for ``n_spots`` spots (the carried rows keep their values)."""
         if n_spots > self.capacity:
             self._allocate(max(n_spots, 2 * self.capacity))
         return self
 
-    def photometry_scratch(self, geometry: "Geometry") -> np.ndarray:
+    def photometry_scratch(self, geometry: Geometry) -> np.ndarray:
         """The photometry work buffer for this geometry (made again when the PSF width changes)."""
         key = (geometry.annulus_outer_px, geometry.psf_sigma_px)
         if key != self._scratch_key:
@@ -545,9 +545,7 @@ class StreamingAnalyzer:
             return DriftEstimate(0.0, 0.0, 0.0, int(np.count_nonzero(work.success[:n])), "reference")
         if n:
             inliers = work.inliers[:n]
-            estimate = drift_from_spots(
-                work.displacement[:n], work.variance[:n], work.usable[:n], inliers_out=inliers
-            )
+            estimate = drift_from_spots(work.displacement[:n], work.variance[:n], work.usable[:n], inliers_out=inliers)
             if estimate.n_spots >= self._settings.drift.min_spots:
                 self._inliers = inliers
                 return estimate

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from plstream.analysis._blinking_kernels import classify_on_off
+from plstream.analysis.kernels.on_off import classify_on_off
 from plstream.config import BlinkingSettings
 
 __all__ = ["OnOffClassifier"]

@@ -22,7 +22,7 @@ import numpy as np
 from numba import njit
 from scipy import stats
 
-__all__ = ["CameraModel", "to_photons", "estimate_camera_model", "resolve_camera_model"]
+__all__ = ["CameraModel", "estimate_camera_model", "resolve_camera_model", "to_photons"]
 
 logger = logging.getLogger(__name__)
 
@@ -242,7 +242,7 @@ def estimate_camera_model(frames: np.ndarray, *, assumed_read_noise_e: float = 1
             noise_var_of_mean = float(np.median(v[keep])) / k
             flat = float(np.var(m[keep])) - noise_var_of_mean < noise_var_of_mean
 
-    origin: dict[str, Origin] = {name: "estimated" for name in FIELDS}
+    origin: dict[str, Origin] = dict.fromkeys(FIELDS, "estimated")
     if flat or not (math.isfinite(slope) and slope > 0) or slope_se > 0.1 * slope:
         m0 = float(np.median(mean[ok])) if ok.any() else float(np.nanmedian(mean))
         v0 = float(np.median(var[ok])) / _median_bias(k) if ok.any() else 0.0

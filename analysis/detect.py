@@ -42,11 +42,11 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import erf
 from scipy.spatial import cKDTree
+from scipy.special import erf
 
-from plstream.analysis import _background_kernels as _bk
-from plstream.analysis import _detect_kernels as _k
+from plstream.analysis.kernels import background as _bk
+from plstream.analysis.kernels import detect as _k
 
 __all__ = ["Detections", "detect_spots"]
 
@@ -109,7 +109,7 @@ def _valid_sums(size: int, taps: np.ndarray, box_half: int) -> np.ndarray:
 
 
 def _kernel(name: str, parallel: bool):
-    """Kernel ``name`` of ``_detect_kernels`` or ``_background_kernels``, or its multi-threaded twin (same results)."""
+    """Kernel ``name`` of ``kernels.detect`` or ``kernels.background``, or its multi-threaded twin (same results)."""
     name = f"{name}_parallel" if parallel else name
     return getattr(_k, name) if hasattr(_k, name) else getattr(_bk, name)
 
@@ -296,8 +296,18 @@ def _significance(
         core, q_map = _energy_map(n_map, n_core, g, box_half, sums, parallel)
     z, z_test = row_gauss, row_box  # reuse the work arrays
     _kernel("significance", parallel)(
-        f_gauss, f_box, sums, q_map, core, background, n_map, float(read_variance), plan.sum_k3, float(threshold),
-        z, z_test,
+        f_gauss,
+        f_box,
+        sums,
+        q_map,
+        core,
+        background,
+        n_map,
+        float(read_variance),
+        plan.sum_k3,
+        float(threshold),
+        z,
+        z_test,
     )
     return z, z_test
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 from skimage.registration import phase_cross_correlation
 
-from plstream.analysis._drift_kernels import robust_mean_displacement
+from plstream.analysis.kernels.drift import robust_mean_displacement
 
-__all__ = ["DriftEstimate", "drift_from_spots", "drift_by_correlation"]
+__all__ = ["DriftEstimate", "drift_by_correlation", "drift_from_spots"]
 
 logger = logging.getLogger(__name__)
 

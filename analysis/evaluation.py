@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-__all__ = ["Evaluation", "evaluate", "ACCEPTANCE_BARS"]
+__all__ = ["ACCEPTANCE_BARS", "Evaluation", "evaluate"]
 
 #: The acceptance bars of the foundation issue: metric -> (comparison, bound).
 ACCEPTANCE_BARS: dict[str, tuple[str, float]] = {
@@ -116,7 +116,7 @@ def evaluate(results: Any, truth: _Truth, *, match_radius_px: float = 1.0) -> Ev
     Parameters
     ----------
     results : Results
-        As returned by :func:`plstream.analysis.results.load_results`.
+        As returned by :func:`plstream.analysis.result_file.load_results`.
     truth : SimulationTruth
         The simulator's truth for the same movie.
     match_radius_px : float

@@ -13,7 +13,7 @@ noise enters as Huang et al. (2013): ``d + r2`` is Poisson with mean ``mu + r2``
 
 The fit is Levenberg-Marquardt over all five parameters: Fisher scoring with a
 log-likelihood check far from the optimum, exact Newton steps close to it (see
-``_fit_kernels``; the model and its derivatives are in ``_fit_model_kernels``).
+``kernels.fit``; the model and its derivatives are in ``kernels.fit_model``).
 It converges when the next step is below 1e-4 px in x and y and 1e-5 N, or below
 0.01 standard errors. The CRLB is the diagonal of the inverse Fisher information
 ``sum dmu dmu^T / mu'`` at the fitted parameters, inverted in float64.
@@ -39,16 +39,16 @@ from enum import IntEnum
 import numpy as np
 from numpy.typing import NDArray
 
-from plstream.analysis import _fit_kernels as _k
+from plstream.analysis.kernels import fit as _k
 
 __all__ = [
     "PARAMETER_NAMES",
     "FitStatus",
     "SpotFits",
+    "crlb_for",
     "default_roi_size",
     "fit_spots",
     "fit_spots_into",
-    "crlb_for",
 ]
 
 logger = logging.getLogger(__name__)

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from plstream.analysis import _integrate_kernels as _k
+from plstream.analysis.kernels import integrate as _k
 
 __all__ = ["Photometry", "integrate_spots", "integrate_spots_into", "photometry_scratch"]
 

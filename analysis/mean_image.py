@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from plstream.analysis import _mean_kernels as _k
+from plstream.analysis.kernels import mean as _k
 
 __all__ = ["RunningMean"]
 
 # Integer frames are summed in a 32-bit integer array, folded into the float64
 # photon sum every this many frames (65536 frames of 16-bit values fit).
-_RAW_SUM_TYPES = {np.dtype(np.uint8): np.uint32, np.dtype(np.uint16): np.uint32,
-                  np.dtype(np.int8): np.int32, np.dtype(np.int16): np.int32}
+_RAW_SUM_TYPES = {
+    np.dtype(np.uint8): np.uint32,
+    np.dtype(np.uint16): np.uint32,
+    np.dtype(np.int8): np.int32,
+    np.dtype(np.int16): np.int32,
+}
 _RAW_SUM_FRAMES = 65536
 
 
@@ -150,7 +154,8 @@ class RunningMean:
             kernel(raw, offset, gain, photons_out, self._total, True, *shift)
         else:
             if self._raw.n_frames and (
-                self._raw_sum.dtype != sum_type or self._raw_camera != (offset, gain)
+                self._raw_sum.dtype != sum_type
+                or self._raw_camera != (offset, gain)
                 or self._raw.n_frames >= self._raw_sum_frames
             ):
                 self._fold_raw_sum()

@@ -38,9 +38,10 @@ import os
 import platform
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -51,8 +52,8 @@ from plstream.analysis.warmup import compile_kernels
 from plstream.config import Settings, SettingsError, load_settings
 
 __all__ = [
-    "DEFAULT_CACHE",
     "ANALYZER_STAGES",
+    "DEFAULT_CACHE",
     "AnalyzerWatch",
     "MemorySampler",
     "StageTimer",
@@ -108,14 +109,17 @@ def machine_description() -> str:
                 memory = f", {int(line.split()[1]) / 2**20:.0f} GiB RAM"
                 break
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    import numba  # noqa: PLC0415 - only for its version
+    import numba
 
-    return (f"{cpu}, {cpus} CPUs{memory}; Python {platform.python_version()}, numpy {np.__version__}, "
-            f"numba {numba.__version__} ({numba.get_num_threads()} threads)")
+    return (
+        f"{cpu}, {cpus} CPUs{memory}; Python {platform.python_version()}, numpy {np.__version__}, "
+        f"numba {numba.__version__} ({numba.get_num_threads()} threads)"
+    )
 
 
-def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, title: str = "",
-                 notes: Sequence[str] = ()) -> str:
+def format_table(
+    headers: Sequence[str], rows: Sequence[Sequence[Any]], *, title: str = "", notes: Sequence[str] = ()
+) -> str:
     """A plain-text table: first column left-aligned, the others right-aligned.
 
     Cells that are ``None`` print as ``-``; floats should be formatted by the caller.
@@ -134,8 +138,9 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, title
     return "\n".join(out)
 
 
-def add_common_arguments(parser: argparse.ArgumentParser, *, seed: bool = True, settings: bool = True,
-                         live_served_by: str = "") -> None:
+def add_common_arguments(
+    parser: argparse.ArgumentParser, *, seed: bool = True, settings: bool = True, live_served_by: str = ""
+) -> None:
     """The options the scripts share: ``--seed``, ``--no-live``, ``--set`` and ``-v``.
 
     ``--no-live`` is added when ``live_served_by`` names the plstream command
@@ -145,11 +150,20 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, seed: bool = True, 
     if seed:
         parser.add_argument("--seed", type=int, default=0, help="simulation seed (default 0)")
     if live_served_by:
-        parser.add_argument("--no-live", action="store_true",
-                            help=f"do not serve live results to dashboards ({live_served_by} serves them by default)")
+        parser.add_argument(
+            "--no-live",
+            action="store_true",
+            help=f"do not serve live results to dashboards ({live_served_by} serves them by default)",
+        )
     if settings:
-        parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                            help="change a setting, as plstream --set does (e.g. fit.parallel=false); repeatable")
+        parser.add_argument(
+            "--set",
+            dest="overrides",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="change a setting, as plstream --set does (e.g. fit.parallel=false); repeatable",
+        )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-v info, -vv debug)")
 
 
@@ -190,8 +204,14 @@ def simulation_params(size: int, frames: int, emitters: int, **overrides: Any) -
     usable = max(size - 1 - 2 * params.margin_px, 1.0) ** 2
     if emitters and emitters * math.pi * (params.min_separation_px / 2) ** 2 > _MAX_COVERAGE * usable:
         separation = 2.0 * math.sqrt(_MAX_COVERAGE * usable / (emitters * math.pi))
-        logger.info("%d emitters in %dx%d px: minimum separation lowered from %.1f to %.2f px",
-                    emitters, size, size, params.min_separation_px, separation)
+        logger.info(
+            "%d emitters in %dx%d px: minimum separation lowered from %.1f to %.2f px",
+            emitters,
+            size,
+            size,
+            params.min_separation_px,
+            separation,
+        )
         params = SimulationParams(**{**params.as_dict(), "shape": (size, size), "min_separation_px": separation})
     return params
 
@@ -227,8 +247,10 @@ def camera_model_of(description: dict[str, Any]) -> CameraModel:
     try:
         return resolve_camera_model(description.get("camera"), {}, None)
     except ValueError as exc:
-        raise ValueError(f"the source {description.get('path', '')} states no full camera model ({exc}); "
-                         "benchmarks need simulated movies (plstream simulate) that carry it") from exc
+        raise ValueError(
+            f"the source {description.get('path', '')} states no full camera model ({exc}); "
+            "benchmarks need simulated movies (plstream simulate) that carry it"
+        ) from exc
 
 
 def warm_up(settings: Settings, description: dict[str, Any], frames: Iterable[np.ndarray], n_frames: int = 40) -> None:
@@ -246,7 +268,7 @@ def warm_up(settings: Settings, description: dict[str, Any], frames: Iterable[np
 
 
 def live_results_kwargs(settings: Settings, serve: bool) -> dict[str, Any]:
-    """Keyword arguments that make ``analyze_stream`` / ``analyze_with_source_process`` serve live results as the CLI does.
+    """Keyword arguments that make ``analyze_stream`` / ``analyze_with_source_process`` serve live results.
 
     Empty when ``serve`` is False or when live results are turned off in the
     settings (``live.endpoint`` empty).
@@ -490,7 +512,7 @@ class MemorySampler:
         while not self._stop.wait(self._interval_s):
             self._sample()
 
-    def start(self) -> "MemorySampler":
+    def start(self) -> MemorySampler:
         self.self_peak_was_reset = reset_peak_rss()
         self._sample()
         self._thread.start()
@@ -502,12 +524,12 @@ class MemorySampler:
         self._sample()
         self.peak_self_kib = peak_rss_kib(os.getpid())
         if not self.peak_self_kib:  # no /proc: the process's lifetime peak (KiB on Linux)
-            import resource  # noqa: PLC0415 - POSIX only
+            import resource
 
             self.peak_self_kib = int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
         self.peak_children_kib = sum(self._children.values())
 
-    def __enter__(self) -> "MemorySampler":
+    def __enter__(self) -> MemorySampler:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

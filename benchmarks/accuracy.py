@@ -21,7 +21,7 @@ from pathlib import Path
 
 from plstream.acquire_adapters import SimulationParams, load_truth, write_movie
 from plstream.analysis.evaluation import evaluate
-from plstream.analysis.results import load_results
+from plstream.analysis.result_file import load_results
 from plstream.cli import main as plstream_main
 
 

@@ -35,9 +35,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Callable
+from typing import IO
 
 import _common
 
@@ -45,7 +46,7 @@ _CHILD = """
 import signal, sys, time
 def report(*_):
     from pyqtgraph.Qt import QtWidgets
-    from plstream.dashboard.window import DashboardWindow
+    from plstream.dashboard.views.window import DashboardWindow
     app = QtWidgets.QApplication.instance()
     windows = [w for w in (app.topLevelWidgets() if app else []) if isinstance(w, DashboardWindow)]
     print(f"redraws {time.monotonic():.6f} {windows[0].redraw_count if windows else -1}", flush=True)
@@ -56,7 +57,7 @@ def stop(*_):
 signal.signal(signal.SIGUSR1, report)
 signal.signal(signal.SIGTERM, stop)
 print("ready", flush=True)
-from plstream.dashboard.app import main
+from plstream.dashboard.views.app import main
 sys.exit(main(sys.argv[1:]))
 """
 _SUMMARY = re.compile(r"analyzed (\d+)(?: of \d+)? frames in ([\d.]+) s")
@@ -106,11 +107,26 @@ def _follow(stream: IO[str], sink: list[str], on_line: Callable[[str], None]) ->
     return thread
 
 
-def replay_pass(name: str, movie: Path, out: Path, overrides: list[str], endpoint: str,
-                dashboard_log: Path | None) -> Result:
+def replay_pass(
+    name: str, movie: Path, out: Path, overrides: list[str], endpoint: str, dashboard_log: Path | None
+) -> Result:
     """Run one replay (with a dashboard on ``endpoint`` when ``dashboard_log`` is given) and measure it."""
-    command = [sys.executable, "-m", "plstream", "replay", str(movie), "--out", str(out), "--overwrite",
-               "--headless", "--live", endpoint, "--set", "live.linger_s=0", *(f"--set={o}" for o in overrides)]
+    command = [
+        sys.executable,
+        "-m",
+        "plstream",
+        "replay",
+        str(movie),
+        "--out",
+        str(out),
+        "--overwrite",
+        "--headless",
+        "--live",
+        endpoint,
+        "--set",
+        "live.linger_s=0",
+        *(f"--set={o}" for o in overrides),
+    ]
     lines: list[str] = []
     live, done = threading.Event(), threading.Event()
 
@@ -121,14 +137,24 @@ def replay_pass(name: str, movie: Path, out: Path, overrides: list[str], endpoin
             done.set()
 
     started = time.monotonic()
-    replay = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    replay = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     readers = [_follow(replay.stdout, lines, on_line)]
     board = None
     if dashboard_log is not None:
         log = dashboard_log.open("w")
-        board = subprocess.Popen([sys.executable, "-c", _CHILD, "--connect", endpoint, "-v"], stdout=subprocess.PIPE,
-                                 stderr=log, text=True, env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
+        board = subprocess.Popen(
+            [sys.executable, "-c", _CHILD, "--connect", endpoint, "-v"],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            env={**os.environ, "QT_QPA_PLATFORM": "offscreen"},
+        )
         log.close()
         reports: queue.Queue[str] = queue.Queue()
         readers.append(_follow(board.stdout, [], reports.put))
@@ -195,11 +221,24 @@ def run(size: int, frames: int, emitters: int, seed: int, cache: Path, overrides
     def fmt(value: float | None, spec: str) -> str | None:
         return None if value is None else format(value, spec)
 
-    rows = [[p.name, f"{p.rate:,.1f}", f"{p.analysis_s:.1f}", f"{p.wall_s:.1f}", fmt(p.cpu_cores, ".2f"),
-             fmt(p.redraws_per_s, ".1f"), fmt(p.rss_mib, ",.0f"), f"{p.rate / a.rate:.3f}"] for p in (a, b)]
-    title = (f"live dashboard on a full-speed plstream replay: {size}x{size} px x {frames} frames x {emitters} "
-             f"emitters, seed {seed}; {_common.settings_note(overrides)} + live.linger_s=0\n"
-             f"machine: {_common.machine_description()}\n")
+    rows = [
+        [
+            p.name,
+            f"{p.rate:,.1f}",
+            f"{p.analysis_s:.1f}",
+            f"{p.wall_s:.1f}",
+            fmt(p.cpu_cores, ".2f"),
+            fmt(p.redraws_per_s, ".1f"),
+            fmt(p.rss_mib, ",.0f"),
+            f"{p.rate / a.rate:.3f}",
+        ]
+        for p in (a, b)
+    ]
+    title = (
+        f"live dashboard on a full-speed plstream replay: {size}x{size} px x {frames} frames x {emitters} "
+        f"emitters, seed {seed}; {_common.settings_note(overrides)} + live.linger_s=0\n"
+        f"machine: {_common.machine_description()}\n"
+    )
     notes = [
         "",
         "frames/s, analysis s: the replay's summary line (source start-up + analysis + closing the file; "
@@ -208,8 +247,16 @@ def run(size: int, frames: int, emitters: int, seed: int, cache: Path, overrides
         "peak RSS: the dashboard's VmHWM. frames/s vs A: this pass's frames/s / pass A's (below 1: slower).",
         f"dashboard's own exit line (its whole life, start-up included): {b.exit_line}",
     ]
-    headers = ["pass", "frames/s", "analysis s", "wall s", "dashboard CPU cores", "redraws/s",
-               "dashboard peak RSS MiB", "frames/s vs A"]
+    headers = [
+        "pass",
+        "frames/s",
+        "analysis s",
+        "wall s",
+        "dashboard CPU cores",
+        "redraws/s",
+        "dashboard peak RSS MiB",
+        "frames/s vs A",
+    ]
     print(_common.format_table(headers, rows, title=title, notes=notes))
     return 0
 
@@ -220,8 +267,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=2000, help="number of frames (default 2000)")
     parser.add_argument("--size", type=int, default=512, help="frame size, px (square; default 512)")
     parser.add_argument("--emitters", type=int, default=300, help="simulated emitters (default 300)")
-    parser.add_argument("--cache", type=Path, default=_common.DEFAULT_CACHE,
-                        help=f"folder for the simulated movies, reused between runs (default {_common.DEFAULT_CACHE})")
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=_common.DEFAULT_CACHE,
+        help=f"folder for the simulated movies, reused between runs (default {_common.DEFAULT_CACHE})",
+    )
     _common.add_common_arguments(parser)
     args = _common.parse_arguments(parser, argv)
     if args.frames < 2 or args.size < 16 or args.emitters < 1:

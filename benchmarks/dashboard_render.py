@@ -23,27 +23,54 @@ import numpy as np
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-from plstream.dashboard import DashboardModel  # noqa: E402
-from plstream.stream.live_messages import LiveUpdate  # noqa: E402
+from plstream.dashboard import DashboardModel
+from plstream.stream.live.messages import LiveUpdate
 
 
-def make_page(rng: np.random.Generator, t0: int, n: int, n_spots: int, shape: tuple[int, int], xy: np.ndarray,
-              session: str = "bench") -> LiveUpdate:
+def make_page(
+    rng: np.random.Generator,
+    t0: int,
+    n: int,
+    n_spots: int,
+    shape: tuple[int, int],
+    xy: np.ndarray,
+    session: str = "bench",
+) -> LiveUpdate:
     """n frames of blinking traces for n_spots spots (ON ~2000 photons, OFF ~0)."""
     state = (rng.random((n, n_spots)) < 0.4).astype(np.int8)
     intensity = (state * np.float32(2000) + rng.normal(0, 40, (n, n_spots)).astype(np.float32)).astype(np.float32)
     frames = np.arange(t0, t0 + n)
     image = rng.poisson(20, shape).astype(np.uint16)
     return LiveUpdate(
-        session_id=session, info={"shape": list(shape), "psf_sigma_px": 1.3, "frame_rate_hz": 100.0},
-        status={"state": "running", "message": "", "frames_received": t0 + n, "frames_analyzed": t0 + n,
-                "gaps": 0, "spots": n_spots, "frames_per_second": 1000.0, "elapsed_s": (t0 + n) / 1000,
-                "lag_s": 0.01, "lag_frames": 2},
-        first_frame=t0, n_frames_total=t0 + n, seq=frames.astype(np.int64), timestamp=frames * 0.01,
-        drift_xy=np.column_stack([np.sin(frames / 5000.0), frames / 50000.0]), intensity=intensity, state=state,
-        spots_x=xy[:, 0], spots_y=xy[:, 1], spots_first_frame=np.zeros(n_spots, np.int64),
-        image=image, image_frame=t0 + n - 1, image_version=t0 + n,
-        mean_image=image.astype(np.float32), mean_version=t0 + n,
+        session_id=session,
+        info={"shape": list(shape), "psf_sigma_px": 1.3, "frame_rate_hz": 100.0},
+        status={
+            "state": "running",
+            "message": "",
+            "frames_received": t0 + n,
+            "frames_analyzed": t0 + n,
+            "gaps": 0,
+            "spots": n_spots,
+            "frames_per_second": 1000.0,
+            "elapsed_s": (t0 + n) / 1000,
+            "lag_s": 0.01,
+            "lag_frames": 2,
+        },
+        first_frame=t0,
+        n_frames_total=t0 + n,
+        seq=frames.astype(np.int64),
+        timestamp=frames * 0.01,
+        drift_xy=np.column_stack([np.sin(frames / 5000.0), frames / 50000.0]),
+        intensity=intensity,
+        state=state,
+        spots_x=xy[:, 0],
+        spots_y=xy[:, 1],
+        spots_first_frame=np.zeros(n_spots, np.int64),
+        image=image,
+        image_frame=t0 + n - 1,
+        image_version=t0 + n,
+        mean_image=image.astype(np.float32),
+        mean_version=t0 + n,
     )
 
 
@@ -65,8 +92,10 @@ def main() -> None:
         started = time.perf_counter()
         model.apply(page)
         apply_s += time.perf_counter() - started
-    print(f"model: {model.n_frames:,} frames x {model.n_spots} spots; apply of the history: {apply_s:.2f} s "
-          f"({model.n_frames / apply_s:,.0f} frames/s)")
+    print(
+        f"model: {model.n_frames:,} frames x {model.n_spots} spots; apply of the history: {apply_s:.2f} s "
+        f"({model.n_frames / apply_s:,.0f} frames/s)"
+    )
     started = time.perf_counter()
     model.trace(0, "seconds", max_points=3000)
     print(f"one trace (100k -> 3000 points, peak): {1000 * (time.perf_counter() - started):.1f} ms")
@@ -76,7 +105,7 @@ def main() -> None:
 
     from pyqtgraph.Qt import QtWidgets
 
-    from plstream.dashboard.window import DashboardWindow, configure_pyqtgraph
+    from plstream.dashboard.views.window import DashboardWindow, configure_pyqtgraph
 
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
     configure_pyqtgraph()
@@ -94,8 +123,10 @@ def main() -> None:
         window.redraw(force=True)
         window.grab()  # forces the paint a screen would do
     wall = time.perf_counter() - started
-    print(f"forced full redraw + paint, {args.selected} traces: {args.redraws / wall:.1f} redraws/s "
-          f"({1000 * wall / args.redraws:.1f} ms each; CPU {(time.process_time() - cpu0) / wall:.2f} s/s)")
+    print(
+        f"forced full redraw + paint, {args.selected} traces: {args.redraws / wall:.1f} redraws/s "
+        f"({1000 * wall / args.redraws:.1f} ms each; CPU {(time.process_time() - cpu0) / wall:.2f} s/s)"
+    )
 
     t = model.n_frames
     pages = [make_page(rng, t + 10 * i, 10, args.spots, shape, xy) for i in range(args.redraws)]
@@ -105,9 +136,11 @@ def main() -> None:
         window.redraw()
         window.grab()
     wall = time.perf_counter() - started
-    print(f"live redraw (+10 frames each) + paint: {args.redraws / wall:.1f} redraws/s "
-          f"({1000 * wall / args.redraws:.1f} ms each; CPU {(time.process_time() - cpu0) / wall:.2f} s/s); "
-          f"labels shown: {window.image_panel.n_labels} of {model.n_spots} spots")
+    print(
+        f"live redraw (+10 frames each) + paint: {args.redraws / wall:.1f} redraws/s "
+        f"({1000 * wall / args.redraws:.1f} ms each; CPU {(time.process_time() - cpu0) / wall:.2f} s/s); "
+        f"labels shown: {window.image_panel.n_labels} of {model.n_spots} spots"
+    )
     window.close()
 
 

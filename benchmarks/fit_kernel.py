@@ -24,11 +24,11 @@ import argparse
 import sys
 import time
 
+import _common
 import numba
 import numpy as np
 from scipy.special import erf
 
-import _common
 from plstream.analysis.fit import FitStatus, crlb_for, fit_spots_into
 
 SIGMA_PX = 1.3
@@ -87,10 +87,14 @@ def main(argv: list[str] | None = None) -> int:
     frames = {name: simulate(rng, args.spots, photons) for name, photons, _ in CASES}
 
     print(f"machine: {_common.machine_description()}")
-    print(f"{args.spots} spots per case, sigma {SIGMA_PX} px, background {BACKGROUND:g} photons/px, "
-          f"cold start from the rounded true centre; best of {args.repeats} runs\n")
-    header = (f"{'ROI':>5} {'mode':<12} {'spots':<13} {'N':>5} {'fits/s/core':>12} {'mean it':>8} {'max it':>7} "
-              f"{'success':>8} {'no-sig':>7} {'std/sqrtCRLB x,y':>17} {'bias x,y px':>16}")
+    print(
+        f"{args.spots} spots per case, sigma {SIGMA_PX} px, background {BACKGROUND:g} photons/px, "
+        f"cold start from the rounded true centre; best of {args.repeats} runs\n"
+    )
+    header = (
+        f"{'ROI':>5} {'mode':<12} {'spots':<13} {'N':>5} {'fits/s/core':>12} {'mean it':>8} {'max it':>7} "
+        f"{'success':>8} {'no-sig':>7} {'std/sqrtCRLB x,y':>17} {'bias x,y px':>16}"
+    )
     print(header)
     print("-" * len(header))
     for roi in (7, 9):
@@ -114,8 +118,10 @@ def main(argv: list[str] | None = None) -> int:
                     eff = err.std(axis=0) / np.sqrt(bound[:, :2].mean(axis=0))
                     bias = err.mean(axis=0)
                     accuracy = f"{eff[0]:>8.3f},{eff[1]:>8.3f} {bias[0]:>+7.4f},{bias[1]:>+8.4f}"
-                print(f"{roi:>3}x{roi:<1} {mode:<12} {name:<13} {photons:>5.0f} {rate:>12,.0f} {iters.mean():>8.2f} "
-                      f"{iters.max():>7d} {ok.mean():>8.3f} {np.mean(status == FitStatus.NO_SIGNAL):>7.3f} {accuracy}")
+                print(
+                    f"{roi:>3}x{roi:<1} {mode:<12} {name:<13} {photons:>5.0f} {rate:>12,.0f} {iters.mean():>8.2f} "
+                    f"{iters.max():>7d} {ok.mean():>8.3f} {np.mean(status == FitStatus.NO_SIGNAL):>7.3f} {accuracy}"
+                )
     print(f"\nthreading layer: {numba.threading_layer()}")
     return 0
 

@@ -41,13 +41,14 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
+import _common
 import numpy as np
 import zmq
 
-import _common
 from plstream.acquire_adapters import Frame, SimulatedCamera, SimulationParams
 from plstream.config import Settings
 from plstream.orchestration import analyze_stream
@@ -64,8 +65,12 @@ class _PacedPool:
 
     def __init__(self, frames: list[np.ndarray], n_frames: int, rate_hz: float, description: dict[str, Any]) -> None:
         self._frames, self._n, self._rate = frames, n_frames, rate_hz
-        self._description = {**description, "source": "benchmark paced pool", "n_frames": n_frames,
-                             "frame_rate_hz": rate_hz}
+        self._description = {
+            **description,
+            "source": "benchmark paced pool",
+            "n_frames": n_frames,
+            "frame_rate_hz": rate_hz,
+        }
         self._closed = False
 
     def describe(self) -> dict[str, Any]:
@@ -92,8 +97,16 @@ class _PacedPool:
         self._closed = True
 
 
-def _source_main(params: SimulationParams, seed: int, rate_hz: float, n_frames: int, endpoint: str,
-                 settings: Settings, stop: Any, results: Any) -> None:
+def _source_main(
+    params: SimulationParams,
+    seed: int,
+    rate_hz: float,
+    n_frames: int,
+    endpoint: str,
+    settings: Settings,
+    stop: Any,
+    results: Any,
+) -> None:
     """Entry point of the spawned source process: render the pool, then publish it paced."""
     logging.basicConfig(level=logging.WARNING, format="latency source: %(levelname)s: %(message)s")
     logging.getLogger("plstream.stream.publisher").setLevel(logging.ERROR)  # drops are counted in the table
@@ -101,13 +114,23 @@ def _source_main(params: SimulationParams, seed: int, rate_hz: float, n_frames: 
         camera = SimulatedCamera(params, seed)
         frames = [camera.render_frame(t) for t in range(params.n_frames)]
         source = _PacedPool(frames, n_frames, rate_hz, camera.describe())
-        with zmq.Context() as context, FramePublisher(
-            context, endpoint, bind=False, send_hwm=settings.stream.send_hwm,
-            linger_ms=int(settings.stream.peer_timeout_s * 1000),
-        ) as publisher:
-            counters = publish(source, publisher, stop_event=stop,
-                               heartbeat_interval_s=settings.stream.heartbeat_interval_s,
-                               queue_frames=settings.stream.live_queue_frames)
+        with (
+            zmq.Context() as context,
+            FramePublisher(
+                context,
+                endpoint,
+                bind=False,
+                send_hwm=settings.stream.send_hwm,
+                linger_ms=int(settings.stream.peer_timeout_s * 1000),
+            ) as publisher,
+        ):
+            counters = publish(
+                source,
+                publisher,
+                stop_event=stop,
+                heartbeat_interval_s=settings.stream.heartbeat_interval_s,
+                queue_frames=settings.stream.live_queue_frames,
+            )
         results.put(("ok", counters))
     except Exception as exc:  # noqa: BLE001 - reported to the parent as one line
         results.put(("error", f"{type(exc).__name__}: {exc}"))
@@ -142,26 +165,46 @@ def _percentiles_ms(values: np.ndarray) -> list[str]:
     return [f"{p50 * 1e3:.1f}", f"{p99 * 1e3:.1f}", f"{values.max() * 1e3:.1f}"]
 
 
-def measure(rate_hz: float, seconds: float, params: SimulationParams, seed: int, settings: Settings,
-            folder: Path, live: dict[str, Any]) -> list[Any]:
+def measure(
+    rate_hz: float,
+    seconds: float,
+    params: SimulationParams,
+    seed: int,
+    settings: Settings,
+    folder: Path,
+    live: dict[str, Any],
+) -> list[Any]:
     """One paced run; returns its table row."""
     n_frames = max(1, round(rate_hz * seconds))
     mp = multiprocessing.get_context("spawn")
     stop, results = mp.Event(), mp.Queue()
-    with zmq.Context() as context, FrameSubscriber(
-        context, "tcp://127.0.0.1:0", bind=True, pattern="pull",
-        max_frame_bytes=int(settings.stream.max_frame_mb * 2**20),
-    ) as subscriber:
+    with (
+        zmq.Context() as context,
+        FrameSubscriber(
+            context,
+            "tcp://127.0.0.1:0",
+            bind=True,
+            pattern="pull",
+            max_frame_bytes=int(settings.stream.max_frame_mb * 2**20),
+        ) as subscriber,
+    ):
         recorder = _Recorder(subscriber)
-        process = mp.Process(target=_source_main, name="latency-source", daemon=True,
-                             args=(params, seed, rate_hz, n_frames, subscriber.endpoint, settings, stop, results))
+        process = mp.Process(
+            target=_source_main,
+            name="latency-source",
+            daemon=True,
+            args=(params, seed, rate_hz, n_frames, subscriber.endpoint, settings, stop, results),
+        )
         process.start()
         try:
             with _common.watch_analyzers(rows=True) as watch:
                 outcome = analyze_stream(
                     recorder,  # type: ignore[arg-type]  # a FrameSubscriber in all that analyze_stream uses
-                    settings, folder / f"latency-{rate_hz:g}.h5", stop_event=threading.Event(),
-                    source_alive=process.is_alive, **live,
+                    settings,
+                    folder / f"latency-{rate_hz:g}.h5",
+                    stop_event=threading.Event(),
+                    source_alive=process.is_alive,
+                    **live,
                 )
         finally:
             stop.set()
@@ -206,8 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of each run, s (default 10)")
     parser.add_argument("--size", type=int, default=256, help="frame size, px, square (default 256, as plstream run)")
     parser.add_argument("--emitters", type=int, default=60, help="simulated emitters (default 60, as plstream run)")
-    parser.add_argument("--pool", type=int, default=400,
-                        help="distinct frames rendered before the run and cycled (default 400)")
+    parser.add_argument(
+        "--pool", type=int, default=400, help="distinct frames rendered before the run and cycled (default 400)"
+    )
     _common.add_common_arguments(parser, live_served_by="plstream run")
     args = _common.parse_arguments(parser, argv)
     if args.verbose == 0:  # one warning per gap or full queue would bury the table; the table counts them
@@ -232,13 +276,28 @@ def main(argv: list[str] | None = None) -> int:
         for rate in rates:
             print(f"{rate:g} frames/s for {args.seconds:g} s...", file=sys.stderr, flush=True)
             rows.append(measure(rate, args.seconds, params, args.seed, settings, Path(folder), live))
-    title = (f"plstream latency, live source -> ZeroMQ -> analyzer: {args.size}x{args.size} px, "
-             f"{args.emitters} emitters, "
-             f"{args.seconds:g} s per rate, live queue {settings.stream.live_queue_frames} frames, "
-             f"send HWM {settings.stream.send_hwm}, live results {'served' if live else 'not served'}; "
-             f"{_common.settings_note(args.overrides)}\nmachine: {_common.machine_description()}\n")
-    headers = ["frames/s", "released", "dropped", "missing/gaps", "analyzed", "held", "results/s",
-               "pub p50 ms", "pub p99", "pub max", "acq p50 ms", "acq p99", "acq max"]
+    title = (
+        f"plstream latency, live source -> ZeroMQ -> analyzer: {args.size}x{args.size} px, "
+        f"{args.emitters} emitters, "
+        f"{args.seconds:g} s per rate, live queue {settings.stream.live_queue_frames} frames, "
+        f"send HWM {settings.stream.send_hwm}, live results {'served' if live else 'not served'}; "
+        f"{_common.settings_note(args.overrides)}\nmachine: {_common.machine_description()}\n"
+    )
+    headers = [
+        "frames/s",
+        "released",
+        "dropped",
+        "missing/gaps",
+        "analyzed",
+        "held",
+        "results/s",
+        "pub p50 ms",
+        "pub p99",
+        "pub max",
+        "acq p50 ms",
+        "acq p99",
+        "acq max",
+    ]
     notes = [
         "",
         "pub = publish (t_pub, at the send) -> result row; acq = acquisition (frame timestamp, before the live "

@@ -18,6 +18,7 @@ import sys
 import time
 
 import _common
+
 from plstream.acquire_adapters import SimulatedCamera
 from plstream.analysis.analyzer import StreamingAnalyzer
 from plstream.config import load_settings
@@ -49,8 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     profile.disable()
     elapsed = time.perf_counter() - started
     n = args.frames - _WARM_UP
-    print(f"analyzer alone, {args.size}x{args.size}, {args.emitters} emitters, {len(analyzer.spots)} spots: "
-          f"{n / elapsed:.0f} frames/s ({elapsed / n * 1e3:.1f} ms/frame, under the profiler)")
+    print(
+        f"analyzer alone, {args.size}x{args.size}, {args.emitters} emitters, {len(analyzer.spots)} spots: "
+        f"{n / elapsed:.0f} frames/s ({elapsed / n * 1e3:.1f} ms/frame, under the profiler)"
+    )
     print(f"machine: {_common.machine_description()}")
     pstats.Stats(profile).sort_stats("tottime").print_stats(12)
     return 0

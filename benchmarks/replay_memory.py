@@ -25,8 +25,12 @@ def main(argv: list[str] | None = None) -> int:
     """Replay the movie, print its peak memory; returns the replay's exit status."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gib", type=float, default=2.0, help="movie size in GiB (default 2)")
-    parser.add_argument("--folder", type=Path, default=_common.DEFAULT_CACHE,
-                        help=f"where the movie is cached and the result written (default {_common.DEFAULT_CACHE})")
+    parser.add_argument(
+        "--folder",
+        type=Path,
+        default=_common.DEFAULT_CACHE,
+        help=f"where the movie is cached and the result written (default {_common.DEFAULT_CACHE})",
+    )
     _common.add_common_arguments(parser, seed=False, settings=False)
     args = _common.parse_arguments(parser, argv)
     n_frames = max(1, int(args.gib * 2**30 / (512 * 512 * 2)))

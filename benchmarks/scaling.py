@@ -35,9 +35,9 @@ import sys
 import time
 from dataclasses import dataclass
 
+import _common
 import numpy as np
 
-import _common
 from plstream.acquire_adapters import SimulatedCamera, SimulationParams
 from plstream.analysis import StreamingAnalyzer
 from plstream.analysis.warmup import compile_kernels
@@ -65,8 +65,9 @@ class Point:
         return self.seconds / self.frames * 1e3
 
 
-def measure(sweep: str, params: SimulationParams, warm_up: int, seed: int, settings: Settings,
-            timer: _common.StageTimer) -> Point:
+def measure(
+    sweep: str, params: SimulationParams, warm_up: int, seed: int, settings: Settings, timer: _common.StageTimer
+) -> Point:
     """Analyze ``params.n_frames`` frames, timing those after ``warm_up``."""
     camera = SimulatedCamera(params, seed)
     analyzer = StreamingAnalyzer(settings, params.shape, _common.camera_model_of(camera.describe()))
@@ -85,8 +86,15 @@ def measure(sweep: str, params: SimulationParams, warm_up: int, seed: int, setti
     stages = dict(timer.totals)
     stages["other"] = max(0.0, total - sum(stages.values()))
     n = params.n_frames - warm_up
-    return Point(sweep, params, len(analyzer.spots), n, total, analyzer.fits_made - made_before,
-                 {k: v / n * 1e3 for k, v in stages.items()})
+    return Point(
+        sweep,
+        params,
+        len(analyzer.spots),
+        n,
+        total,
+        analyzer.fits_made - made_before,
+        {k: v / n * 1e3 for k, v in stages.items()},
+    )
 
 
 def cost_model(points: list[Point]) -> tuple[np.ndarray, float] | None:
@@ -110,12 +118,21 @@ def _int_list(text: str) -> list[int]:
 def main(argv: list[str] | None = None) -> int:
     """Run both sweeps and print the table; returns the exit status."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--spots", type=_int_list, default=[30, 100, 300, 1000, 3000],
-                        help="emitter counts of the spot sweep, at 512x512 px (default 30,100,300,1000,3000)")
-    parser.add_argument("--sizes", type=_int_list, default=[256, 512, 1024, 2048],
-                        help="frame sizes of the size sweep, px (default 256,512,1024,2048)")
-    parser.add_argument("--size-emitters", type=int, default=300,
-                        help="emitters in every frame of the size sweep (default 300)")
+    parser.add_argument(
+        "--spots",
+        type=_int_list,
+        default=[30, 100, 300, 1000, 3000],
+        help="emitter counts of the spot sweep, at 512x512 px (default 30,100,300,1000,3000)",
+    )
+    parser.add_argument(
+        "--sizes",
+        type=_int_list,
+        default=[256, 512, 1024, 2048],
+        help="frame sizes of the size sweep, px (default 256,512,1024,2048)",
+    )
+    parser.add_argument(
+        "--size-emitters", type=int, default=300, help="emitters in every frame of the size sweep (default 300)"
+    )
     parser.add_argument("--frames", type=int, default=150, help="frames per configuration (default 150)")
     parser.add_argument("--warm-up", type=int, default=50, help="first frames analyzed but not timed (default 50)")
     _common.add_common_arguments(parser)
@@ -134,35 +151,61 @@ def main(argv: list[str] | None = None) -> int:
     points: list[Point] = []
     with _common.instrument_analyzer(timer) as timed:
         for sweep, params in configs:
-            print(f"{sweep} sweep: {params.shape[0]}x{params.shape[1]} px, {params.n_emitters} emitters...",
-                  file=sys.stderr, flush=True)
+            print(
+                f"{sweep} sweep: {params.shape[0]}x{params.shape[1]} px, {params.n_emitters} emitters...",
+                file=sys.stderr,
+                flush=True,
+            )
             timer.reset()
             points.append(measure(sweep, params, args.warm_up, args.seed, settings, timer))
 
     stage_names = [*timed, "other"]
-    headers = ["sweep", "size px", "emitters", "sep px", "found", "frames/s", "ms/frame",
-               *(f"{s} ms" for s in stage_names), "us/fit"]
+    headers = [
+        "sweep",
+        "size px",
+        "emitters",
+        "sep px",
+        "found",
+        "frames/s",
+        "ms/frame",
+        *(f"{s} ms" for s in stage_names),
+        "us/fit",
+    ]
     rows = []
     for p in points:
         fit_ms = p.stages.get("fit")
-        rows.append([
-            p.sweep, f"{p.params.shape[0]}", f"{p.params.n_emitters}", f"{p.params.min_separation_px:.1f}",
-            f"{p.found}", f"{1e3 / p.ms_per_frame:,.1f}", f"{p.ms_per_frame:.2f}",
-            *(f"{p.stages[s]:.2f}" for s in stage_names),
-            f"{fit_ms * 1e3 * p.frames / p.fits:.1f}" if fit_ms is not None and p.fits else None,
-        ])
-    title = (f"plstream analyzer scaling (in-process, no transport, no file): {args.frames - args.warm_up} timed "
-             f"frames per row after {args.warm_up} warm-up frames, seed {args.seed}; "
-             f"{_common.settings_note(args.overrides)}\n"
-             f"machine: {_common.machine_description()}\n")
-    notes = ["", "Spot sweep at 512x512 px; size sweep at a fixed emitter count (not a fixed density). "
-                 "Stage columns are exclusive ms/frame; us/fit = fit stage time per fit made (spots pre-screened "
-                 "as OFF are not fitted)."]
+        rows.append(
+            [
+                p.sweep,
+                f"{p.params.shape[0]}",
+                f"{p.params.n_emitters}",
+                f"{p.params.min_separation_px:.1f}",
+                f"{p.found}",
+                f"{1e3 / p.ms_per_frame:,.1f}",
+                f"{p.ms_per_frame:.2f}",
+                *(f"{p.stages[s]:.2f}" for s in stage_names),
+                f"{fit_ms * 1e3 * p.frames / p.fits:.1f}" if fit_ms is not None and p.fits else None,
+            ]
+        )
+    title = (
+        f"plstream analyzer scaling (in-process, no transport, no file): {args.frames - args.warm_up} timed "
+        f"frames per row after {args.warm_up} warm-up frames, seed {args.seed}; "
+        f"{_common.settings_note(args.overrides)}\n"
+        f"machine: {_common.machine_description()}\n"
+    )
+    notes = [
+        "",
+        "Spot sweep at 512x512 px; size sweep at a fixed emitter count (not a fixed density). "
+        "Stage columns are exclusive ms/frame; us/fit = fit stage time per fit made (spots pre-screened "
+        "as OFF are not fitted).",
+    ]
     model = cost_model(points)
     if model is not None:
         (a, b, c), residual = model
-        notes.append(f"cost model (least squares over all rows): ms/frame = {a:.2f} + {b:.2f} * Mpx + "
-                     f"{c:.2f} * (1000 spots found); rms residual {residual:.2f} ms")
+        notes.append(
+            f"cost model (least squares over all rows): ms/frame = {a:.2f} + {b:.2f} * Mpx + "
+            f"{c:.2f} * (1000 spots found); rms residual {residual:.2f} ms"
+        )
     print(_common.format_table(headers, rows, title=title, notes=notes))
     return 0
 

@@ -49,21 +49,22 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
+import _common
 import numpy as np
 import tifffile
 import zmq
 
-import _common
 from plstream.acquire_adapters import Frame, TiffStackSource
 from plstream.analysis import ResultWriter, StreamingAnalyzer
-from plstream.analysis.pipeline import SessionStatus
+from plstream.analysis.session import SessionStatus
 from plstream.config import Settings
 from plstream.orchestration import analyze_with_source_process
-from plstream.sources import SourceSpec
+from plstream.source_spec import SourceSpec
 from plstream.stream import EndMessage, FrameMessage, FramePublisher, FrameSubscriber, publish
 
 logger = logging.getLogger("benchmarks.throughput")
@@ -113,8 +114,9 @@ def reference_pass(movie: Path) -> Pass:
     return Pass("reference: numpy read + float64 sum", n, elapsed)
 
 
-def end_to_end_pass(movie: Path, settings: Settings, out: Path, *, live: bool
-                    ) -> tuple[Pass, Pass, _common.MemorySampler, dict[str, Any]]:
+def end_to_end_pass(
+    movie: Path, settings: Settings, out: Path, *, live: bool
+) -> tuple[Pass, Pass, _common.MemorySampler, dict[str, Any]]:
     """``plstream replay``'s pipeline on ``movie``: (whole call, steady state, memory, summary).
 
     With ``live``, live results are served as ``plstream replay`` does by default.
@@ -129,8 +131,9 @@ def end_to_end_pass(movie: Path, settings: Settings, out: Path, *, live: bool
 
         with _common.MemorySampler() as memory:
             started = time.perf_counter()
-            outcome = analyze_with_source_process(SourceSpec.file(movie), settings, out, on_tick=on_tick,
-                                                  **_common.live_results_kwargs(settings, live))
+            outcome = analyze_with_source_process(
+                SourceSpec.file(movie), settings, out, on_tick=on_tick, **_common.live_results_kwargs(settings, live)
+            )
             elapsed = time.perf_counter() - started
     if outcome.status != "complete":
         raise RuntimeError(f"the replay ended with status {outcome.status!r}: {outcome.error}")
@@ -182,13 +185,23 @@ def transport_pass(movie: Path, n: int, settings: Settings) -> Pass:
     failure: list[BaseException] = []
     received = 0
     with zmq.Context() as context:
-        with FrameSubscriber(context, "tcp://127.0.0.1:0", bind=True, pattern="pull",
-                             max_frame_bytes=int(settings.stream.max_frame_mb * 2**20)) as subscriber:
+        with FrameSubscriber(
+            context,
+            "tcp://127.0.0.1:0",
+            bind=True,
+            pattern="pull",
+            max_frame_bytes=int(settings.stream.max_frame_mb * 2**20),
+        ) as subscriber:
 
             def produce() -> None:
                 try:
-                    with FramePublisher(context, subscriber.endpoint, bind=False, send_hwm=settings.stream.send_hwm,
-                                        linger_ms=int(settings.stream.peer_timeout_s * 1000)) as publisher:
+                    with FramePublisher(
+                        context,
+                        subscriber.endpoint,
+                        bind=False,
+                        send_hwm=settings.stream.send_hwm,
+                        linger_ms=int(settings.stream.peer_timeout_s * 1000),
+                    ) as publisher:
                         publish(frames_source, publisher, heartbeat_interval_s=settings.stream.heartbeat_interval_s)
                 except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
                     failure.append(exc)
@@ -199,8 +212,10 @@ def transport_pass(movie: Path, n: int, settings: Settings) -> Pass:
             while True:
                 message = subscriber.receive(settings.stream.peer_timeout_s)
                 if message is None:
-                    raise RuntimeError(f"transport pass: nothing received for {settings.stream.peer_timeout_s} s "
-                                       f"after {received} frames")
+                    raise RuntimeError(
+                        f"transport pass: nothing received for {settings.stream.peer_timeout_s} s "
+                        f"after {received} frames"
+                    )
                 if isinstance(message, FrameMessage):
                     last = time.perf_counter()
                     first = first or last
@@ -243,20 +258,27 @@ def analyzer_pass(movie: Path, settings: Settings) -> AnalyzerPass:
             last = record
     stages = dict(timer.totals)
     stages["other"] = max(0.0, total - sum(stages.values()))
-    return AnalyzerPass(Pass("analyzer (in-process, all stages)", n, total, analyzer.fits_made), stages, last,
-                        len(analyzer.spots))
+    return AnalyzerPass(
+        Pass("analyzer (in-process, all stages)", n, total, analyzer.fits_made), stages, last, len(analyzer.spots)
+    )
 
 
-def write_pass(template: Any, n_frames: int, n_spots: int, shape: tuple[int, int], settings: Settings,
-               out: Path) -> Pass:
+def write_pass(
+    template: Any, n_frames: int, n_spots: int, shape: tuple[int, int], settings: Settings, out: Path
+) -> Pass:
     """ResultWriter fed ``n_frames`` copies of ``template`` (a real result row), spot table every 0.5 s."""
     rng = np.random.default_rng(0)
     xy = rng.uniform(8, min(shape) - 8, size=(n_spots, 2))
     first = np.zeros(n_spots, dtype=np.int64)
     mean_image = np.full(shape, 20.0, dtype=np.float32)
     started = time.perf_counter()
-    writer = ResultWriter(out, run_info={"settings_json": settings.to_json()},
-                          flush_interval_s=settings.output.flush_interval_s, overwrite=True, frame_shape=shape)
+    writer = ResultWriter(
+        out,
+        run_info={"settings_json": settings.to_json()},
+        flush_interval_s=settings.output.flush_interval_s,
+        overwrite=True,
+        frame_shape=shape,
+    )
     last_table = -np.inf
     for t in range(n_frames):
         writer.append(dataclasses.replace(template, index=t, seq=t, timestamp=float(t)))
@@ -283,8 +305,9 @@ def _row(p: Pass, reference: float, indent: str = "") -> list[Any]:
     ]
 
 
-def run(size: int, frames: int, emitters: int, seed: int, cache: Path, settings: Settings, overrides: list[str],
-        live: bool) -> int:
+def run(
+    size: int, frames: int, emitters: int, seed: int, cache: Path, settings: Settings, overrides: list[str], live: bool
+) -> int:
     """Measure every pass on the movie for (``size``, ``frames``, ``emitters``, ``seed``) and print the table."""
     params = _common.simulation_params(size, frames, emitters)
     movie = _common.cached_movie(cache, params, seed)
@@ -304,23 +327,32 @@ def run(size: int, frames: int, emitters: int, seed: int, cache: Path, settings:
         analysis = analyzer_pass(movie, settings)
         if analysis.last_row is None:
             raise RuntimeError("the analyzer produced no result rows")
-        write = write_pass(analysis.last_row, frames, analysis.last_row.n_spots, params.shape, settings,
-                           out / "write.h5")
+        write = write_pass(
+            analysis.last_row, frames, analysis.last_row.n_spots, params.shape, settings, out / "write.h5"
+        )
 
     ref = reference.rate
-    rows = [_row(reference, ref), _row(whole, ref), _row(steady, ref),
-            ["  analyzer process (this one), peak", None, None, None, None, f"{memory.peak_self_kib / 1024:,.0f}"],
-            ["  source + helper processes, peaks", None, None, None, None, f"{memory.peak_children_kib / 1024:,.0f}"],
-            _row(decode, ref), _row(transport, ref), _row(analysis.total, ref)]
+    rows = [
+        _row(reference, ref),
+        _row(whole, ref),
+        _row(steady, ref),
+        ["  analyzer process (this one), peak", None, None, None, None, f"{memory.peak_self_kib / 1024:,.0f}"],
+        ["  source + helper processes, peaks", None, None, None, None, f"{memory.peak_children_kib / 1024:,.0f}"],
+        _row(decode, ref),
+        _row(transport, ref),
+        _row(analysis.total, ref),
+    ]
     for stage, seconds in analysis.stages.items():
         fits = analysis.total.fits if stage == "fit" else None
         rows.append(_row(Pass(stage, analysis.total.frames, seconds, fits), ref, indent="  "))
     rows.append(_row(write, ref))
     gib = movie.stat().st_size / 2**30
-    title = (f"plstream replay throughput: {size}x{size} px x {frames} frames x {emitters} emitters "
-             f"({summary.get('spots', analysis.spots)} spots found), uint16, {gib:.2f} GiB, seed {seed}, "
-             f"live results {'served' if live else 'not served'}; {_common.settings_note(overrides)}\n"
-             f"machine: {_common.machine_description()}\n")
+    title = (
+        f"plstream replay throughput: {size}x{size} px x {frames} frames x {emitters} emitters "
+        f"({summary.get('spots', analysis.spots)} spots found), uint16, {gib:.2f} GiB, seed {seed}, "
+        f"live results {'served' if live else 'not served'}; {_common.settings_note(overrides)}\n"
+        f"machine: {_common.machine_description()}\n"
+    )
     notes = [
         "",
         "ratio = frames/s / reference frames/s (reference: numpy.fromfile + float64 sum per frame, page cache warm).",
@@ -332,22 +364,33 @@ def run(size: int, frames: int, emitters: int, seed: int, cache: Path, settings:
         "Peak RSS of the replay: sampled sum over the process tree every 0.2 s"
         + ("." if memory.self_peak_was_reset else "; analyzer peak = this process since start (VmHWM not reset)."),
     ]
-    print(_common.format_table(["pass / stage", "ms/frame", "frames/s", "ratio", "fits/s", "peak RSS MiB"], rows,
-                               title=title, notes=notes))
+    print(
+        _common.format_table(
+            ["pass / stage", "ms/frame", "frames/s", "ratio", "fits/s", "peak RSS MiB"], rows, title=title, notes=notes
+        )
+    )
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; returns the exit status."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="512",
-                        help="512: 512x512 px x 2000 frames x 300 emitters; 2048: 2048x2048 px x 300 frames x 1000 "
-                             "emitters (default 512)")
+    parser.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default="512",
+        help="512: 512x512 px x 2000 frames x 300 emitters; 2048: 2048x2048 px x 300 frames x 1000 "
+        "emitters (default 512)",
+    )
     parser.add_argument("--frames", type=int, help="number of frames (overrides the preset)")
     parser.add_argument("--size", type=int, help="frame size, px (square; overrides the preset)")
     parser.add_argument("--emitters", type=int, help="simulated emitters (overrides the preset)")
-    parser.add_argument("--cache", type=Path, default=_common.DEFAULT_CACHE,
-                        help=f"folder for the simulated movies, reused between runs (default {_common.DEFAULT_CACHE})")
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=_common.DEFAULT_CACHE,
+        help=f"folder for the simulated movies, reused between runs (default {_common.DEFAULT_CACHE})",
+    )
     _common.add_common_arguments(parser, live_served_by="plstream replay")
     args = _common.parse_arguments(parser, argv)
     size, frames, emitters = PRESETS[args.preset]

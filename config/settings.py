@@ -8,7 +8,10 @@ set appears there with its unit and meaning. A value of ``"auto"`` in TOML is
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
+import math
+import re
 import tomllib
 import types
 import typing
@@ -19,21 +22,21 @@ from typing import Any
 
 __all__ = [
     "SCHEMA_VERSION",
-    "SettingsError",
-    "Settings",
-    "CameraSettings",
-    "PsfSettings",
-    "DetectionSettings",
-    "FitSettings",
-    "DriftSettings",
-    "IntegrationSettings",
     "BlinkingSettings",
-    "OutputSettings",
-    "StreamSettings",
+    "CameraSettings",
+    "DetectionSettings",
+    "DriftSettings",
+    "FitSettings",
+    "IntegrationSettings",
     "LiveSettings",
+    "OutputSettings",
+    "PsfSettings",
+    "Settings",
+    "SettingsError",
     "SimulationSettings",
-    "load_settings",
+    "StreamSettings",
     "default_settings",
+    "load_settings",
 ]
 
 SCHEMA_VERSION = 1
@@ -45,101 +48,181 @@ class SettingsError(ValueError):
 
 
 @dataclass(frozen=True)
+class Allowed:
+    """The values a setting may take; checked whenever settings are made (:meth:`check`).
+
+    Attributes
+    ----------
+    low, high : float, optional
+        Bounds (None: unbounded); ``low_open`` / ``high_open`` exclude them.
+    odd : bool
+        Whole numbers only: must be odd.
+    endpoint : bool
+        Strings: a ZeroMQ endpoint ``tcp://HOST:PORT`` or ``ipc://PATH``; ``empty_ok`` also allows "".
+    """
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    odd: bool = False
+    endpoint: bool = False
+    empty_ok: bool = False
+
+    def describe(self) -> str:
+        """The allowed values in words, e.g. ``> 0`` or ``between 0 and 1 (0 < x <= 1)``."""
+        if self.endpoint:
+            text = "a ZeroMQ endpoint tcp://HOST:PORT or ipc://PATH"
+            return text + ' (or "" for none)' if self.empty_ok else text
+        below = "<" if self.low_open else "<="
+        above = "<" if self.high_open else "<="
+        if self.low is not None and self.high is not None:
+            text = f"between {self.low:g} and {self.high:g} ({self.low:g} {below} x {above} {self.high:g})"
+        elif self.low is not None:
+            text = f"{'>' if self.low_open else '>='} {self.low:g}"
+        elif self.high is not None:
+            text = f"{above} {self.high:g}"
+        else:
+            text = "a finite number"
+        return text + " and odd" if self.odd else text
+
+    def accepts(self, value: Any) -> bool:
+        if self.endpoint:
+            return (self.empty_ok and value == "") or bool(_ENDPOINT.fullmatch(value))
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
+            return False
+        if self.high is not None and (value > self.high or (self.high_open and value == self.high)):
+            return False
+        return not (self.odd and value % 2 == 0)
+
+
+_ENDPOINT = re.compile(r"(tcp://[^\s:]+:\d+|ipc://\S+|inproc://\S+)")
+_FINITE = Allowed()
+
+
+def _setting(default: Any, **allowed: Any) -> Any:
+    """A dataclass field with its allowed values (see :class:`Allowed`)."""
+    return field(default=default, metadata={"allowed": Allowed(**allowed)})
+
+
+def _check_section(name: str, section: Any) -> None:
+    """Type and range of every key of one section; SettingsError naming the key and the allowed values."""
+    hints = typing.get_type_hints(type(section))
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        where = f"{name}.{f.name}"
+        _check_type(where, value, hints[f.name])
+        if value is None:
+            continue
+        allowed: Allowed = f.metadata.get("allowed", _FINITE)
+        values = value if isinstance(value, tuple) else (value,)
+        for v in values:
+            if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+                continue
+            if isinstance(v, str) and not allowed.endpoint:
+                continue
+            if not allowed.accepts(v):
+                raise SettingsError(f"{where} = {value!r} is not allowed: it must be {allowed.describe()}")
+
+
+@dataclass(frozen=True)
 class CameraSettings:
-    offset_adu: float | None = None
-    gain_adu_per_e: float | None = None
-    read_noise_e: float | None = None
-    assumed_read_noise_e: float = 1.5
-    estimate_frames: int = 50
+    offset_adu: float | None = _setting(None)
+    gain_adu_per_e: float | None = _setting(None, low=0, low_open=True)
+    read_noise_e: float | None = _setting(None, low=0)
+    assumed_read_noise_e: float = _setting(1.5, low=0)
+    estimate_frames: int = _setting(50, low=10, high=100_000)
 
 
 @dataclass(frozen=True)
 class PsfSettings:
-    sigma_px: float | None = None
-    initial_sigma_px: float = 1.5
+    sigma_px: float | None = _setting(None, low=0.3, high=50)
+    initial_sigma_px: float = _setting(1.5, low=0.3, high=50)
 
 
 @dataclass(frozen=True)
 class DetectionSettings:
-    threshold_sigma: float = 5.0
-    late_threshold_sigma: float = 6.0
-    every_frames: int = 10
-    late_band_px: int = 128
-    match_radius_px: float = 2.0
-    border_px: int = 3
+    threshold_sigma: float = _setting(5.0, low=0, low_open=True)
+    late_threshold_sigma: float = _setting(6.0, low=0, low_open=True)
+    every_frames: int = _setting(10, low=1)
+    late_band_px: int = _setting(128, low=0)
+    match_radius_px: float = _setting(2.0, low=0, low_open=True)
+    border_px: int = _setting(3, low=0)
 
 
 @dataclass(frozen=True)
 class FitSettings:
-    roi_size_px: int | None = None
-    max_iterations: int = 20
-    min_photons_snr: float = 5.0
-    prescreen_sigma: float = 3.0
+    roi_size_px: int | None = _setting(None, low=3, high=101, odd=True)
+    max_iterations: int = _setting(20, low=1, high=10_000)
+    min_photons_snr: float = _setting(5.0, low=0)
+    prescreen_sigma: float = _setting(3.0, low=0)
     parallel: bool = True
 
 
 @dataclass(frozen=True)
 class DriftSettings:
-    min_spots: int = 3
-    correlation_upsample: int = 50
-    refit_jump_px: float = 1.0
+    min_spots: int = _setting(3, low=1)
+    correlation_upsample: int = _setting(50, low=1, high=1000)
+    refit_jump_px: float = _setting(1.0, low=0, low_open=True)
 
 
 @dataclass(frozen=True)
 class IntegrationSettings:
-    aperture_radius_px: float | None = None
-    annulus_inner_px: float | None = None
-    annulus_outer_px: float | None = None
+    aperture_radius_px: float | None = _setting(None, low=0, low_open=True)
+    annulus_inner_px: float | None = _setting(None, low=0, low_open=True)
+    annulus_outer_px: float | None = _setting(None, low=0, low_open=True)
 
 
 @dataclass(frozen=True)
 class BlinkingSettings:
-    on_level_fraction: float = 0.5
-    min_significance: float = 4.0
-    level_rate_up: float = 0.2
-    level_rate_down: float = 0.02
+    on_level_fraction: float = _setting(0.5, low=0, high=1, low_open=True, high_open=True)
+    min_significance: float = _setting(4.0, low=0)
+    level_rate_up: float = _setting(0.2, low=0, high=1, low_open=True)
+    level_rate_down: float = _setting(0.02, low=0, high=1, low_open=True)
 
 
 @dataclass(frozen=True)
 class OutputSettings:
-    flush_interval_s: float = 1.0
+    flush_interval_s: float = _setting(1.0, low=0, high=3600, low_open=True)
     overwrite: bool = False
 
 
 @dataclass(frozen=True)
 class StreamSettings:
-    endpoint: str = "tcp://127.0.0.1:5555"
-    monitor_endpoint: str = ""
-    send_hwm: int = 8
-    live_queue_frames: int = 256
-    silence_warning_s: float = 5.0
-    peer_timeout_s: float = 60.0
-    max_frame_mb: float = 256.0
-    heartbeat_interval_s: float = 1.0
+    endpoint: str = _setting("tcp://127.0.0.1:5555", endpoint=True)
+    monitor_endpoint: str = _setting("", endpoint=True, empty_ok=True)
+    send_hwm: int = _setting(8, low=1)
+    live_queue_frames: int = _setting(256, low=1)
+    silence_warning_s: float = _setting(5.0, low=0, low_open=True)
+    peer_timeout_s: float = _setting(60.0, low=0, low_open=True)
+    max_frame_mb: float = _setting(256.0, low=0, high=65536, low_open=True)
+    heartbeat_interval_s: float = _setting(1.0, low=0, low_open=True)
 
 
 @dataclass(frozen=True)
 class LiveSettings:
     """Serving results to live dashboards (``[live]`` in default.toml)."""
 
-    endpoint: str = "tcp://127.0.0.1:0"
-    image_interval_s: float = 0.1
-    mean_interval_s: float = 1.0
-    linger_s: float = 1.0
+    endpoint: str = _setting("tcp://127.0.0.1:0", endpoint=True, empty_ok=True)
+    image_interval_s: float = _setting(0.1, low=0)
+    mean_interval_s: float = _setting(1.0, low=0)
+    linger_s: float = _setting(1.0, low=0)
 
 
 @dataclass(frozen=True)
 class SimulationSettings:
-    shape_px: tuple[int, int] = (256, 256)
-    n_frames: int = 1000
-    n_emitters: int = 60
-    photons_per_frame: float = 2000.0
-    background_photons: float = 20.0
-    psf_sigma_px: float = 1.3
-    drift_max_px: float = 3.0
-    frame_rate_hz: float = 100.0
+    shape_px: tuple[int, int] = _setting((256, 256), low=8, high=16384)
+    n_frames: int = _setting(1000, low=1)
+    n_emitters: int = _setting(60, low=0)
+    photons_per_frame: float = _setting(2000.0, low=0)
+    background_photons: float = _setting(20.0, low=0)
+    psf_sigma_px: float = _setting(1.3, low=0.3, high=50)
+    drift_max_px: float = _setting(3.0, low=0)
+    frame_rate_hz: float = _setting(100.0, low=0, low_open=True)
     paced: bool = True
-    seed: int = 0
+    seed: int = _setting(0, low=0)
 
 
 @dataclass(frozen=True)
@@ -158,6 +241,12 @@ class Settings:
     stream: StreamSettings = field(default_factory=StreamSettings)
     live: LiveSettings = field(default_factory=LiveSettings)
     simulation: SimulationSettings = field(default_factory=SimulationSettings)
+
+    def __post_init__(self) -> None:
+        for section in dataclasses.fields(self):
+            if section.name != "schema_version":
+                _check_section(section.name, getattr(self, section.name))
+        _check_consistency(self)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (``None`` written as ``"auto"``), e.g. for the result file."""
@@ -180,10 +269,43 @@ class Settings:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
 
-    def replace(self, section: str, **changes: Any) -> "Settings":
+    def replace(self, section: str, **changes: Any) -> Settings:
         """Return a copy with some keys of one section changed (used by the CLI's flags)."""
         current = getattr(self, section)
         return dataclasses.replace(self, **{section: dataclasses.replace(current, **changes)})
+
+
+def _check_type(where: str, value: Any, annotation: Any) -> None:
+    """Raise SettingsError unless ``value`` has the setting's type (bool is not a number, an int is a float)."""
+    try:
+        coerced = _coerce(*where.split(".", 1), value, annotation)
+    except SettingsError as exc:
+        raise SettingsError(f"{exc} (in code: Settings.replace or a section built by hand)") from None
+    if coerced != value and not (value is None or isinstance(value, (int, float))):
+        raise SettingsError(f"{where} has the wrong type: {value!r}")
+
+
+def _check_consistency(settings: Settings) -> None:
+    """Rules between keys: the photometry annulus lies outside the aperture; the silence warning comes first."""
+    i = settings.integration
+    radii = [
+        ("aperture_radius_px", i.aperture_radius_px),
+        ("annulus_inner_px", i.annulus_inner_px),
+        ("annulus_outer_px", i.annulus_outer_px),
+    ]
+    given = [(k, v) for k, v in radii if v is not None]
+    for (k1, v1), (k2, v2) in itertools.pairwise(given):
+        if not v1 < v2:
+            raise SettingsError(
+                f"integration.{k1} = {v1:g} must be smaller than integration.{k2} = {v2:g} "
+                "(aperture < annulus inner < annulus outer radius)"
+            )
+    s = settings.stream
+    if s.silence_warning_s > s.peer_timeout_s:
+        raise SettingsError(
+            f"stream.silence_warning_s = {s.silence_warning_s:g} must not exceed stream.peer_timeout_s = "
+            f"{s.peer_timeout_s:g} (the warning comes before giving up)"
+        )
 
 
 def _section_types() -> dict[str, type]:
@@ -237,17 +359,14 @@ def _merge(base: dict[str, Any], layer: dict[str, Any], origin: str) -> dict[str
                 )
             continue
         if name not in sections:
-            raise SettingsError(
-                f"{origin}: unknown section [{name}]; valid sections: {', '.join(sorted(sections))}"
-            )
+            raise SettingsError(f"{origin}: unknown section [{name}]; valid sections: {', '.join(sorted(sections))}")
         if not isinstance(values, dict):
             raise SettingsError(f"{origin}: [{name}] must be a table of settings")
         known = {f.name for f in dataclasses.fields(sections[name])}
         for key, value in values.items():
             if key not in known:
                 raise SettingsError(
-                    f"{origin}: unknown setting {name}.{key}; valid keys in [{name}]: "
-                    f"{', '.join(sorted(known))}"
+                    f"{origin}: unknown setting {name}.{key}; valid keys in [{name}]: {', '.join(sorted(known))}"
                 )
             merged.setdefault(name, {})[key] = value
     return merged

@@ -1,37 +1,11 @@
 """plstream.dashboard: a live viewer for a running analyzer or a result file.
 
-The only package that imports Qt or pyqtgraph, and only in its view modules:
-``import plstream.dashboard`` (and its model and feeds) stays Qt-free; the Qt
-names (:class:`DashboardWindow`, :func:`run_dashboard`, :func:`main`) are
-imported on first use.
+The only package that imports Qt or pyqtgraph, and only in :mod:`.views`:
+the model (:class:`DashboardModel`), the feeds that fill it and the
+arguments are Qt-free (import-linter checks it). Names are imported on first
+use (listed in ``__init__.pyi``), so ``import plstream.dashboard`` loads no Qt.
 """
 
-from __future__ import annotations
+import lazy_loader as _lazy
 
-from typing import Any
-
-from plstream.dashboard.feeds import FileFeed, StreamFeed, results_to_update
-from plstream.dashboard.model import DashboardModel, SpotMetrics, TraceData
-
-__all__ = [
-    "DashboardModel",
-    "DashboardWindow",
-    "FileFeed",
-    "SpotMetrics",
-    "StreamFeed",
-    "TraceData",
-    "main",
-    "results_to_update",
-    "run_dashboard",
-]
-
-_LAZY = {"DashboardWindow": "plstream.dashboard.window", "run_dashboard": "plstream.dashboard.app", "main": "plstream.dashboard.app"}
-
-
-def __getattr__(name: str) -> Any:
-    """Import the Qt-side names only when asked for."""
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'plstream.dashboard' has no attribute {name!r}")
+__getattr__, __dir__, __all__ = _lazy.attach_stub(__name__, __file__)

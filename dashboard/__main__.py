@@ -2,6 +2,6 @@
 
 import sys
 
-from plstream.dashboard.app import main
+from plstream.dashboard.views.app import main
 
 sys.exit(main())

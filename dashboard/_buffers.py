@@ -12,7 +12,7 @@ _RECOUNT_BLOCK = 8192
 
 
 def _grown(arr: np.ndarray, length: int, fill: float) -> np.ndarray:
-    out = np.full((length,) + arr.shape[1:], fill, arr.dtype)
+    out = np.full((length, *arr.shape[1:]), fill, arr.dtype)
     out[: len(arr)] = arr
     return out
 

@@ -111,7 +111,7 @@ def state_counts(block: np.ndarray, last: np.ndarray) -> tuple[np.ndarray, np.nd
     new_last : (S,) int8
         Last measured state after the block.
     """
-    s, n = block.shape
+    _s, n = block.shape
     valid = block >= 0
     on = np.count_nonzero(block == 1, axis=1).astype(np.int64)
     measured = np.count_nonzero(valid, axis=1).astype(np.int64)

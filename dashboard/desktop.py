@@ -11,9 +11,9 @@ import logging
 import os
 import subprocess
 import sys
-from typing import Mapping
+from collections.abc import Mapping
 
-__all__ = ["display_available", "dashboard_command", "launch_dashboard"]
+__all__ = ["dashboard_command", "display_available", "launch_dashboard"]
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def launch_dashboard(endpoint: str) -> subprocess.Popen[bytes] | None:
     else:
         options["start_new_session"] = True  # Ctrl-C in this terminal stops the analysis, not the window
     try:
-        process = subprocess.Popen(command, **options)  # type: ignore[call-overload]  # noqa: S603
+        process = subprocess.Popen(command, **options)  # type: ignore[call-overload]
     except OSError as exc:
         logger.warning(
             "could not open the dashboard (%s); the analysis goes on. Open it with: plstream dashboard --connect %s",

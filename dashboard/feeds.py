@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import zmq
 
-from plstream.analysis.results import ResultFileError, ResultFollower, Results, load_results
+from plstream.analysis.result_file import ResultFileError, ResultFollower, Results, load_results
 from plstream.dashboard.model import DashboardModel
-from plstream.stream.live_messages import LiveUpdate
+from plstream.stream.live.messages import LiveUpdate
 
 __all__ = ["FileFeed", "StreamFeed", "results_to_update"]
 
@@ -69,7 +69,7 @@ class _Feed:
     def _guarded(self, model: DashboardModel) -> None:
         try:
             self._run(model)
-        except Exception as exc:  # noqa: BLE001 - a worker thread reports any failure to the GUI instead of dying silently
+        except Exception as exc:
             logger.exception("the %s for %s failed", self.name, self.describe())
             self.error = f"{type(exc).__name__}: {exc}"
             model.set_connection(False, self.error)
@@ -127,7 +127,7 @@ class StreamFeed(_Feed):
         return self.endpoint
 
     def _run(self, model: DashboardModel) -> None:
-        from plstream.stream.live_client import LiveResultClient  # imported late: the feed module stays light
+        from plstream.stream.live.client import LiveResultClient  # imported late: the feed module stays light
 
         context = self._context if self._context is not None else zmq.Context()
         client = LiveResultClient(context, self.endpoint, timeout_s=self.timeout_s)
@@ -157,7 +157,7 @@ class FileFeed(_Feed):
     """Reads a result file into the model, following it while its writer is still running.
 
     A finished file is read once. A growing (SWMR) file is polled every
-    ``poll_interval_s`` with :class:`~plstream.analysis.results.ResultFollower`
+    ``poll_interval_s`` with :class:`~plstream.analysis.result_file.writer.ResultFollower`
     until its writer finishes; its final status then arrives with the last update.
 
     Parameters
@@ -237,7 +237,7 @@ def _with_status(results: Results, status: str) -> Results:
 
 def _parse_utc(text: Any) -> float | None:
     try:
-        return _dt.datetime.strptime(str(text), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=_dt.timezone.utc).timestamp()
+        return _dt.datetime.strptime(str(text), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=_dt.UTC).timestamp()
     except ValueError:
         return None
 
@@ -260,11 +260,15 @@ def results_to_update(results: Results, *, n_frames_total: int | None = None, me
     gaps = np.asarray(results.gaps).reshape(-1, 2)
     status = {
         "state": state,
-        "message": str(summary.get("error") or ("" if file_state in ("complete", "running") else summary.get("end_reason", ""))),
+        "message": str(
+            summary.get("error") or ("" if file_state in ("complete", "running") else summary.get("end_reason", ""))
+        ),
         "frames_received": int(summary.get("frames_received", total)),
         "frames_analyzed": int(summary.get("frames_analyzed", total)),
         "frames_failed": int(summary.get("frames_failed", 0)),
-        "frames_missing": int(summary.get("frames_missing", int((gaps[:, 1] - gaps[:, 0] + 1).sum()) if len(gaps) else 0)),
+        "frames_missing": int(
+            summary.get("frames_missing", int((gaps[:, 1] - gaps[:, 0] + 1).sum()) if len(gaps) else 0)
+        ),
         "gaps": int(summary.get("gaps", len(gaps))),
         "spots": results.n_spots,
         "source_frames": summary.get("source_frames", source.get("n_frames")),

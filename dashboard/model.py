@@ -19,8 +19,9 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -28,7 +29,7 @@ from plstream.dashboard import _numeric
 from plstream.dashboard._buffers import FrameBuffers
 from plstream.dashboard._numeric import peak_decimate, robust_levels, spot_map
 from plstream.dashboard._status import health_texts
-from plstream.stream.live_messages import LiveRequest, LiveUpdate
+from plstream.stream.live.messages import LiveRequest, LiveUpdate
 
 __all__ = ["DashboardModel", "SpotMetrics", "TraceData", "peak_decimate", "robust_levels", "spot_map"]
 
@@ -404,4 +405,3 @@ class DashboardModel:
             if shape and len(shape) == 2:
                 return int(shape[0]), int(shape[1])
             return None
-

@@ -9,7 +9,7 @@ frames analyzed so far are written, and the file is closed with status
 
 Given a ``live_endpoint``, the analysis also serves its results to dashboards
 there (:class:`~plstream.stream.LiveResultServer` over the session's
-:class:`~plstream.analysis.live_state.LiveState`) from before the first frame
+:class:`~plstream.stream.live.history.LiveState`) from before the first frame
 until ``linger_s`` after the result file is closed, so a connected dashboard
 sees the final state.
 """
@@ -24,20 +24,21 @@ import signal
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import zmq
 
 from plstream.acquire_adapters.base import InputError
-from plstream.analysis.results import ResultWriteError
-from plstream.analysis.pipeline import AnalysisSession, SessionStatus, StreamSilentError, run_analysis
+from plstream.analysis.result_file import ResultWriteError
+from plstream.analysis.session import AnalysisSession, SessionStatus, StreamSilentError, run_analysis
 from plstream.config import Settings
-from plstream.sources import SourceSpec, build_source
+from plstream.source_spec import SourceSpec, build_source
 from plstream.stream import FramePublisher, FrameSubscriber, LiveResultServer, publish
 
-__all__ = ["AnalysisOutcome", "analyze_stream", "analyze_with_source_process", "stop_on_sigint", "publish_source"]
+__all__ = ["AnalysisOutcome", "analyze_stream", "analyze_with_source_process", "publish_source", "stop_on_sigint"]
 
 logger = logging.getLogger(__name__)
 
@@ -111,9 +112,7 @@ def publish_source(
             )
 
 
-def _source_process_main(
-    spec: SourceSpec, endpoint: str, settings: Settings, stop_event: Any, results: Any
-) -> None:
+def _source_process_main(spec: SourceSpec, endpoint: str, settings: Settings, stop_event: Any, results: Any) -> None:
     """Entry point of the spawned source process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     logging.basicConfig(level=logging.WARNING, format="plstream source: %(levelname)s: %(message)s")
@@ -122,7 +121,7 @@ def _source_process_main(
         results.put(("ok", counters))
     except InputError as exc:
         results.put(("error", str(exc)))
-    except Exception as exc:  # noqa: BLE001 - report anything to the parent as one line
+    except Exception as exc:
         logger.debug("source process failed", exc_info=True)
         results.put(("error", f"the frame source failed: {type(exc).__name__}: {exc}"))
 
@@ -144,9 +143,7 @@ def _serving_live_results(
     live = session.live
     assert live is not None, "the session needs live=True"
     with LiveResultServer(context, endpoint, live.update_for) as server:
-        logger.info(
-            "live results at %s; view with: plstream dashboard --connect %s", server.endpoint, server.endpoint
-        )
+        logger.info("live results at %s; view with: plstream dashboard --connect %s", server.endpoint, server.endpoint)
         if on_live_ready is not None:
             on_live_ready(server.endpoint)
         yield

@@ -6,7 +6,7 @@ import sys
 import time
 from typing import TextIO
 
-from plstream.analysis.pipeline import SessionStatus
+from plstream.analysis.session import SessionStatus
 
 __all__ = ["ProgressLine"]
 

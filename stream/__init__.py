@@ -1,69 +1,14 @@
-"""plstream.stream: the frame stream between a source and its consumers.
+"""plstream.stream: the frame stream between a source and its consumers, and live results.
 
 The wire format (``docs/wire_format.md``) is defined in :mod:`.messages` and
 encoded by :mod:`.wire`; :class:`FramePublisher` and :func:`publish` send a
-run, :class:`FrameSubscriber` receives it and accounts for lost frames.
-
-The live result protocol (same document) lets viewers pull analysis results
-from a running analyzer: its schema is :mod:`.live_messages`, its encoding
-:mod:`.live_wire`; :class:`LiveResultServer` answers, :class:`LiveResultClient` asks.
+run, :class:`FrameSubscriber` receives it, and :class:`SequenceTracker` (pure,
+no sockets) accounts for every frame: which arrived, which are missing, which
+were repeated. The live result protocol lets dashboards pull results from a
+running analyzer (:mod:`.live`). Names are imported on first use (listed in
+``__init__.pyi``).
 """
 
-from plstream.stream.endpoints import is_loopback
-from plstream.stream.live_client import LiveResultClient
-from plstream.stream.live_messages import LIVE_STATES, LIVE_VERSION, LiveRequest, LiveUpdate, empty_update
-from plstream.stream.live_server import LiveEndpointError, LiveResultServer
-from plstream.stream.live_wire import (
-    LiveProtocolError,
-    decode_request,
-    decode_update,
-    encode_request,
-    encode_update,
-)
-from plstream.stream.messages import (
-    ALLOWED_DTYPES,
-    END_REASONS,
-    WIRE_VERSION,
-    EndMessage,
-    FrameMessage,
-    HeartbeatMessage,
-    Message,
-    StartMessage,
-)
-from plstream.stream.publisher import ConsumerTimeout, FramePublisher, StreamError, StreamStopped, publish
-from plstream.stream.subscriber import FrameSubscriber
-from plstream.stream.wire import ProtocolError, decode, encode
+import lazy_loader as _lazy
 
-__all__ = [
-    "is_loopback",
-    "WIRE_VERSION",
-    "ALLOWED_DTYPES",
-    "END_REASONS",
-    "StartMessage",
-    "FrameMessage",
-    "EndMessage",
-    "HeartbeatMessage",
-    "Message",
-    "ProtocolError",
-    "encode",
-    "decode",
-    "FramePublisher",
-    "publish",
-    "FrameSubscriber",
-    "StreamError",
-    "StreamStopped",
-    "ConsumerTimeout",
-    "LIVE_VERSION",
-    "LIVE_STATES",
-    "LiveRequest",
-    "LiveUpdate",
-    "empty_update",
-    "LiveProtocolError",
-    "encode_request",
-    "decode_request",
-    "encode_update",
-    "decode_update",
-    "LiveResultServer",
-    "LiveEndpointError",
-    "LiveResultClient",
-]
+__getattr__, __dir__, __all__ = _lazy.attach_stub(__name__, __file__)

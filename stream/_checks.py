@@ -1,4 +1,4 @@
-"""Checks and msgpack helpers shared by :mod:`.wire` and :mod:`.live_wire`.
+"""Checks and msgpack helpers shared by :mod:`.wire` and :mod:`.live.wire`.
 
 The value checks take a decoded msgpack value and return it (normalized), or
 raise :class:`Invalid` saying what is wrong; the caller adds the field name and

@@ -13,20 +13,20 @@ of any other version.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar
 
 import numpy as np
 
 __all__ = [
-    "WIRE_VERSION",
     "ALLOWED_DTYPES",
     "END_REASONS",
-    "StartMessage",
-    "FrameMessage",
+    "MESSAGE_TYPES",
+    "WIRE_VERSION",
     "EndMessage",
+    "FrameMessage",
     "HeartbeatMessage",
     "Message",
-    "MESSAGE_TYPES",
+    "StartMessage",
     "header_fields",
 ]
 
@@ -39,7 +39,7 @@ ALLOWED_DTYPES: tuple[str, ...] = ("uint8", "uint16", "uint32", "int16", "int32"
 END_REASONS: tuple[str, ...] = ("complete", "stopped", "error")
 """Why a run ended: every frame was sent, the producer was stopped, or the source failed."""
 
-Counters = dict[str, Union[int, float]]
+Counters = dict[str, int | float]
 
 
 @dataclass(frozen=True)
@@ -171,11 +171,9 @@ class HeartbeatMessage:
     counters: Counters
 
 
-Message = Union[StartMessage, FrameMessage, EndMessage, HeartbeatMessage]
+Message = StartMessage | FrameMessage | EndMessage | HeartbeatMessage
 
-MESSAGE_TYPES: dict[str, type] = {
-    cls.kind: cls for cls in (StartMessage, FrameMessage, EndMessage, HeartbeatMessage)
-}
+MESSAGE_TYPES: dict[str, type] = {cls.kind: cls for cls in (StartMessage, FrameMessage, EndMessage, HeartbeatMessage)}
 """Message class of each ``kind``."""
 
 _PAYLOAD_HEADER_FIELDS = ("shape", "dtype")

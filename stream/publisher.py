@@ -15,7 +15,8 @@ import queue
 import threading
 import time
 import uuid
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import zmq
@@ -26,7 +27,7 @@ from plstream.stream.messages import EndMessage, FrameMessage, HeartbeatMessage,
 if TYPE_CHECKING:  # only for annotations: acquire_adapters sits above stream in the import layers
     from plstream.acquire_adapters.base import Frame, FrameSource
 
-__all__ = ["FramePublisher", "publish", "StreamError", "StreamStopped", "ConsumerTimeout"]
+__all__ = ["ConsumerTimeout", "FramePublisher", "StreamError", "StreamStopped", "publish"]
 
 logger = logging.getLogger(__name__)
 
@@ -123,9 +124,18 @@ class FramePublisher:
     """
 
     def __init__(
-        self, context: zmq.Context, endpoint: str, *, bind: bool = True, send_hwm: int = 8, linger_ms: int = 1000,
-        monitor_endpoint: str | None = None, monitor_hwm: int = 2, consumer_timeout_s: float | None = None,
-        should_stop: StopCheck | None = None, clock: Callable[[], float] = time.time,
+        self,
+        context: zmq.Context,
+        endpoint: str,
+        *,
+        bind: bool = True,
+        send_hwm: int = 8,
+        linger_ms: int = 1000,
+        monitor_endpoint: str | None = None,
+        monitor_hwm: int = 2,
+        consumer_timeout_s: float | None = None,
+        should_stop: StopCheck | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._bind = bind
         self._consumer_timeout_s = consumer_timeout_s
@@ -172,8 +182,12 @@ class FramePublisher:
 
     # ------------------------------------------------------------------ messages
     def send_start(
-        self, source_description: Mapping[str, Any], run_uid: str | None = None, *,
-        should_stop: StopCheck | None = None, timeout_s: float | None = None,
+        self,
+        source_description: Mapping[str, Any],
+        run_uid: str | None = None,
+        *,
+        should_stop: StopCheck | None = None,
+        timeout_s: float | None = None,
     ) -> str:
         """Open a run described by ``source_description`` (``FrameSource.describe()``); returns its run_uid."""
         description = dict(source_description)
@@ -201,8 +215,14 @@ class FramePublisher:
         self.counters["frames_sent"] += 1
 
     def send_end(
-        self, reason: str, counters: Mapping[str, int | float], message: str = "", *,
-        n_frames: int | None = None, should_stop: StopCheck | None = None, timeout_s: float | None = None,
+        self,
+        reason: str,
+        counters: Mapping[str, int | float],
+        message: str = "",
+        *,
+        n_frames: int | None = None,
+        should_stop: StopCheck | None = None,
+        timeout_s: float | None = None,
     ) -> None:
         """Close the current run.
 
@@ -215,8 +235,11 @@ class FramePublisher:
         self._send(wire.encode(end), should_stop, timeout_s)
 
     def send_heartbeat(
-        self, counters: Mapping[str, int | float] | None = None, *,
-        should_stop: StopCheck | None = None, timeout_s: float | None = None,
+        self,
+        counters: Mapping[str, int | float] | None = None,
+        *,
+        should_stop: StopCheck | None = None,
+        timeout_s: float | None = None,
     ) -> None:
         """Say "alive" with the last sent seq and the counters (this publisher's, updated by ``counters``)."""
         run_uid = self._require_run()
@@ -263,8 +286,10 @@ class FramePublisher:
     def _timeout_text(self, limit: float) -> str:
         where, flag = self._endpoint, "--connect" if self._bind else "--bind"
         bound = "" if self._bind else " bound"
-        return (f"no consumer took a message for {limit:g} s; start the analyzer{bound} at {where} "
-                f"(plstream analyze {flag} {where})")
+        return (
+            f"no consumer took a message for {limit:g} s; start the analyzer{bound} at {where} "
+            f"(plstream analyze {flag} {where})"
+        )
 
     # ------------------------------------------------------------------ lifetime
     def close(self) -> None:
@@ -326,7 +351,10 @@ class _SourceReader(threading.Thread):
             self._last_drop_log = now
             logger.warning(
                 "the live queue (%d frames) is full: dropped frame %d (%d dropped so far); the consumer is slower "
-                "than the source", self.frames.maxsize, frame.seq, self.dropped,
+                "than the source",
+                self.frames.maxsize,
+                frame.seq,
+                self.dropped,
             )
 
     def halt(self) -> None:
@@ -342,8 +370,13 @@ def _never() -> bool:
 
 
 def publish(
-    source: FrameSource, publisher: FramePublisher, *, stop_event: Any = None, heartbeat_interval_s: float = 1.0,
-    queue_frames: int | None = None, progress: Callable[[dict[str, int | float]], None] | None = None,
+    source: FrameSource,
+    publisher: FramePublisher,
+    *,
+    stop_event: Any = None,
+    heartbeat_interval_s: float = 1.0,
+    queue_frames: int | None = None,
+    progress: Callable[[dict[str, int | float]], None] | None = None,
 ) -> dict[str, int | float]:
     """Stream every frame of ``source`` as one run: ``start``, frames, heartbeats, ``end``.
 
@@ -392,8 +425,13 @@ def publish(
 
     def snapshot() -> dict[str, int | float]:
         blocked_s = round(float(publisher.counters["blocked_s"]) - blocked_before, 6)
-        return {"frames_produced": reader.produced, "frames_sent": sent, "dropped_queue_full": reader.dropped,
-                "heartbeats": beats, "blocked_s": blocked_s}
+        return {
+            "frames_produced": reader.produced,
+            "frames_sent": sent,
+            "dropped_queue_full": reader.dropped,
+            "heartbeats": beats,
+            "blocked_s": blocked_s,
+        }
 
     reason = "complete"
     failure: Exception | None = None
@@ -449,8 +487,15 @@ def publish(
     return counters
 
 
-def _send_end_quietly(publisher: FramePublisher, reason: str, counters: dict[str, int | float], message: str,
-                      n_frames: int, should_stop: StopCheck | None, timeout_s: float) -> None:
+def _send_end_quietly(
+    publisher: FramePublisher,
+    reason: str,
+    counters: dict[str, int | float],
+    message: str,
+    n_frames: int,
+    should_stop: StopCheck | None,
+    timeout_s: float,
+) -> None:
     """Try to deliver the end of a run that did not complete; a missing consumer is logged, not raised."""
     try:
         publisher.send_end(

@@ -1,9 +1,10 @@
-"""Receiving a run: decode, skip and count malformed messages, and account for lost frames.
+"""Receiving a run: decode, and skip and count malformed messages.
 
 :class:`FrameSubscriber` is a PULL socket (the analyzer: lossless, paces the
 producer) or a SUB socket on a publisher's monitor (a viewer: lossy). Either
-way every frame carries its ``seq``, so frames that never arrived are counted
-here, from the gaps, whatever dropped them.
+way every frame carries its ``seq``; which frames never arrived is the
+consumer's :class:`~plstream.stream.sequence.SequenceTracker`'s to say (the
+analysis session has one), not the socket's.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import time
 import zmq
 
 from plstream.stream import wire
-from plstream.stream.messages import EndMessage, FrameMessage, HeartbeatMessage, Message, StartMessage
+from plstream.stream.messages import FrameMessage, HeartbeatMessage, Message
 from plstream.stream.publisher import _attach
 
 __all__ = ["FrameSubscriber"]
@@ -48,13 +49,7 @@ class FrameSubscriber:
     Attributes
     ----------
     counters : dict
-        ``received`` (valid messages), ``frames``, ``malformed``, ``frames_missing``,
-        ``gaps``, ``disordered``, ``heartbeats``.
-    gaps : list of (int, int)
-        ``(first_missing, last_missing)`` seq ranges of the current run, in the
-        order they were found.
-    run_uid : str or None
-        The run being tracked.
+        ``received`` (valid messages), ``frames``, ``malformed``, ``heartbeats``.
 
     Notes
     -----
@@ -88,12 +83,7 @@ class FrameSubscriber:
         except BaseException:
             self._socket.close()
             raise
-        self.counters: dict[str, int] = dict.fromkeys(
-            ("received", "frames", "malformed", "frames_missing", "gaps", "disordered", "heartbeats"), 0
-        )
-        self.gaps: list[tuple[int, int]] = []
-        self.run_uid: str | None = None
-        self._expected_seq: int | None = None
+        self.counters: dict[str, int] = dict.fromkeys(("received", "frames", "malformed", "heartbeats"), 0)
 
     @property
     def endpoint(self) -> str:
@@ -138,47 +128,8 @@ class FrameSubscriber:
         self.counters["received"] += 1
         if isinstance(message, FrameMessage):
             self.counters["frames"] += 1
-            self._follow_run(message.run_uid, started=False)
-            expected = self._expected_seq
-            if expected is None or message.seq == expected:
-                self._expected_seq = message.seq + 1
-            elif message.seq > expected:
-                self._add_gap(expected, message.seq - 1)
-                self._expected_seq = message.seq + 1
-            else:
-                self.counters["disordered"] += 1
-                logger.warning("frame %d arrived after frame %d (out of order or repeated)", message.seq, expected - 1)
-        elif isinstance(message, StartMessage):
-            self._follow_run(message.run_uid, started=True)
         elif isinstance(message, HeartbeatMessage):
             self.counters["heartbeats"] += 1
-            if message.run_uid == self.run_uid:
-                self._missing_before(message.last_seq + 1)
-        elif isinstance(message, EndMessage):
-            if message.run_uid == self.run_uid:
-                self._missing_before(message.n_frames)
-
-    def _follow_run(self, run_uid: str, *, started: bool) -> None:
-        """Reset gap tracking for a new run; after its start, frames are expected from seq 0."""
-        if run_uid == self.run_uid:
-            return
-        if not started:
-            logger.warning("joined run %s mid-stream (its start message was not received)", run_uid)
-        self.run_uid = run_uid
-        self.gaps = []
-        self._expected_seq = 0 if started else None
-
-    def _missing_before(self, n: int) -> None:
-        """The producer says seqs below ``n`` exist; count those not received as missing."""
-        if self._expected_seq is not None and n > self._expected_seq:
-            self._add_gap(self._expected_seq, n - 1)
-            self._expected_seq = n
-
-    def _add_gap(self, first: int, last: int) -> None:
-        self.gaps.append((first, last))
-        self.counters["gaps"] += 1
-        self.counters["frames_missing"] += last - first + 1
-        logger.warning("frames %d-%d of run %s never arrived", first, last, self.run_uid)
 
     # ------------------------------------------------------------------ lifetime
     def close(self) -> None:

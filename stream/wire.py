@@ -12,8 +12,9 @@ checked, and the only exception it raises is :class:`ProtocolError`.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import fields
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -28,7 +29,7 @@ from plstream.stream.messages import (
     header_fields,
 )
 
-__all__ = ["ProtocolError", "encode", "decode", "MAX_HEADER_BYTES"]
+__all__ = ["MAX_HEADER_BYTES", "ProtocolError", "decode", "encode"]
 
 MAX_HEADER_BYTES = 1 << 20
 """Largest header part accepted (1 MiB); real headers are a few hundred bytes."""

@@ -1,0 +1,15 @@
+from .base import CorruptInputError as CorruptInputError
+from .base import Frame as Frame
+from .base import FrameSource as FrameSource
+from .base import InputError as InputError
+from .files.open_movie import open_movie as open_movie
+from .files.tiff_folder import TiffFolderSource as TiffFolderSource
+from .files.tiff_stack import TiffStackSource as TiffStackSource
+from .files.video import VideoSource as VideoSource
+from .simulated.camera import SimulatedCamera as SimulatedCamera
+from .simulated.camera import SimulationParams as SimulationParams
+from .simulated.camera import write_movie as write_movie
+from .simulated.truth import TRUTH_FORMAT_VERSION as TRUTH_FORMAT_VERSION
+from .simulated.truth import SimulationTruth as SimulationTruth
+from .simulated.truth import load_truth as load_truth
+from .simulated.truth import save_truth as save_truth

@@ -1,0 +1,12 @@
+from .analyzer import StreamingAnalyzer as StreamingAnalyzer
+from .evaluation import Evaluation as Evaluation
+from .evaluation import evaluate as evaluate
+from .result_file import LAYOUT_VERSION as LAYOUT_VERSION
+from .result_file import FrameRecord as FrameRecord
+from .result_file import ResultFollower as ResultFollower
+from .result_file import Results as Results
+from .result_file import ResultWriter as ResultWriter
+from .result_file import load_results as load_results
+from .session import AnalysisSession as AnalysisSession
+from .session import SessionStatus as SessionStatus
+from .session import run_analysis as run_analysis

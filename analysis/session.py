@@ -1,0 +1,420 @@
+"""The streaming analysis session: stream messages in, an HDF5 result file out.
+
+:class:`AnalysisSession` has one handler per message kind (start, frame,
+heartbeat, end). It decides the camera model (settings > stream metadata >
+estimate from the first frames), creates the analyzer and the result writer,
+records gaps in the sequence numbers, and keeps counters. A frame that cannot
+be analyzed is logged with its sequence number and counted; the analysis goes
+on. :func:`run_analysis` drives a session from a subscriber until the stream
+ends, the user stops it, or the source falls silent.
+
+With ``live=True`` a session also keeps a :class:`~plstream.stream.live.history.LiveState`
+(:attr:`AnalysisSession.live`) that a live result server answers dashboards
+from: every result row, the latest frame every ``live.image_interval_s``, the
+spot table and the running mean every ``live.mean_interval_s``, and a status
+dict (:meth:`AnalysisSession.live_status`). Feeding it costs a row copy per
+frame; the analysis never waits for a viewer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from plstream import __version__
+from plstream.analysis.analyzer import StreamingAnalyzer
+from plstream.analysis.camera import CameraModel, estimate_camera_model, resolve_camera_model
+from plstream.analysis.result_file import ResultWriter
+from plstream.config import Settings
+from plstream.stream.live.feed import LiveFeed
+from plstream.stream.live.history import LiveState
+from plstream.stream.messages import EndMessage, FrameMessage, HeartbeatMessage, StartMessage
+from plstream.stream.sequence import FrameVerdict, SequenceTracker
+
+__all__ = ["AnalysisSession", "SessionStatus", "StreamSilentError", "run_analysis"]
+
+logger = logging.getLogger(__name__)
+
+_SPOT_TABLE_INTERVAL_S = 0.5
+_MIN_FRAMES_FOR_ESTIMATE = 10
+
+
+class StreamSilentError(RuntimeError):
+    """The source stopped sending (no frames, no heartbeats) for longer than allowed."""
+
+
+class _Subscriber(Protocol):
+    counters: dict[str, int]
+
+    def receive(self, timeout_s: float) -> Any: ...
+
+
+@dataclass
+class SessionStatus:
+    """Live counters of a session (read by the progress line)."""
+
+    frames_received: int = 0
+    frames_analyzed: int = 0
+    frames_failed: int = 0
+    frames_missing: int = 0
+    gaps: int = 0
+    spots: int = 0
+    drift_xy: tuple[float, float] = (0.0, 0.0)
+    started_at: float = field(default_factory=time.monotonic)
+    source_frames: int | None = None
+    ended: bool = False
+    end_reason: str = ""
+    end_message: str = ""
+
+    def frames_per_second(self) -> float:
+        elapsed = time.monotonic() - self.started_at
+        return self.frames_analyzed / elapsed if elapsed > 0 else 0.0
+
+    def counters(self) -> dict[str, int | None]:
+        """The frame and spot counters, as stored in the result summary and served to dashboards."""
+        return {
+            "frames_received": self.frames_received,
+            "frames_analyzed": self.frames_analyzed,
+            "frames_failed": self.frames_failed,
+            "frames_missing": self.frames_missing,
+            "gaps": self.gaps,
+            "spots": self.spots,
+            "source_frames": self.source_frames,
+        }
+
+
+class AnalysisSession:
+    """Turns the messages of one stream into a result file.
+
+    Parameters
+    ----------
+    settings : Settings
+        Effective settings (stored in the result file).
+    output_path : path
+        Result file to create.
+    live : bool
+        Keep a :class:`LiveState` for live viewers (:attr:`live`); off by default.
+    """
+
+    def __init__(self, settings: Settings, output_path: str | Path, *, live: bool = False) -> None:
+        self._settings = settings
+        self._output_path = Path(output_path)
+        self.status = SessionStatus()
+        self._source: dict[str, Any] = {}
+        self._sequence = SequenceTracker()
+        self._started = False
+        self._gaps_written = -1  # the tracker's gaps_version last handed to the writer
+        self._analyzer: StreamingAnalyzer | None = None
+        self._writer: ResultWriter | None = None
+        self._camera: CameraModel | None = None
+        self._pending: list[FrameMessage] = []
+        self._source_counters: dict[str, Any] = {}
+        self._last_spot_table = 0.0
+        self._closed = False
+        self._live_feed = LiveFeed(self.status, self._output_path, settings) if live else None
+
+    # ------------------------------------------------------------------ dispatch
+    def handle(self, message: Any) -> bool:
+        """Handle one message; returns True when the stream has ended."""
+        if not isinstance(message, (FrameMessage, StartMessage, EndMessage, HeartbeatMessage)):
+            logger.warning("ignoring a message of unknown type %s", type(message).__name__)
+            return self.status.ended
+        verdict = self._sequence.observe(message)
+        if isinstance(message, FrameMessage):
+            self._on_frame(message, verdict)
+        elif isinstance(message, StartMessage):
+            self._on_start(message)
+        elif isinstance(message, EndMessage):
+            self._on_end(message)
+        self._record_gaps()
+        return self.status.ended
+
+    @property
+    def sequence(self) -> SequenceTracker:
+        """Which frames of the run arrived and which are missing (the one place that knows)."""
+        return self._sequence
+
+    @property
+    def camera(self) -> CameraModel | None:
+        return self._camera
+
+    @property
+    def analyzer(self) -> StreamingAnalyzer | None:
+        return self._analyzer
+
+    @property
+    def output_path(self) -> Path:
+        return self._output_path
+
+    @property
+    def live(self) -> LiveState | None:
+        """What live viewers are served (``None`` unless the session was made with ``live=True``)."""
+        return self._live_feed.state if self._live_feed is not None else None
+
+    def live_status(self) -> dict[str, Any]:
+        """The ``LiveUpdate.status`` dict now (state, counters, rates, lag); safe from any thread."""
+        if self._live_feed is None:
+            raise RuntimeError("live_status() needs a session made with live=True")
+        return self._live_feed.status()
+
+    # ------------------------------------------------------------------ handlers
+    def _on_start(self, message: StartMessage) -> None:
+        if message.run_uid != self._sequence.run_uid:
+            logger.warning(
+                "a new run (%s) started on the stream while run %s was being analyzed; "
+                "its frames are ignored. Start a new analysis for it.",
+                message.run_uid,
+                self._sequence.run_uid,
+            )
+            return
+        self._started = True
+        self._source = dict(message.source)
+        n = self._source.get("n_frames")
+        self.status.source_frames = int(n) if isinstance(n, int) else None
+        logger.info("stream started: %s, frames %s, %s", self._source.get("source", "?"), message.shape, message.dtype)
+        if self._live_feed is not None:
+            self._live_feed.describe_run(message.run_uid, message.shape, self._source)
+
+    def _on_frame(self, message: FrameMessage, verdict: FrameVerdict | None) -> None:
+        if verdict is None or not verdict.accepted:
+            if verdict in (FrameVerdict.DUPLICATE, FrameVerdict.IMPLAUSIBLE):
+                logger.warning("frame %d dropped: %s", message.seq, verdict.value)
+            return
+        if self.status.frames_received == 0 and not self._started:
+            logger.warning("joined the stream mid-run at frame %d (its start message was missed)", message.seq)
+            if self._live_feed is not None:
+                self._live_feed.describe_run(message.run_uid, message.data.shape, {})
+        self.status.frames_received += 1
+        if self._analyzer is None:
+            # Frame data may live in a receive buffer: keep a copy until the camera model is known.
+            self._pending.append(FrameMessage(**{**message.__dict__, "data": np.array(message.data)}))
+            if self._camera_ready() or len(self._pending) >= self._settings.camera.estimate_frames:
+                self._start_analysis()
+            return
+        self._analyze(message)
+
+    def _on_end(self, message: EndMessage) -> None:
+        if message.run_uid != self._sequence.run_uid:
+            return
+        if self._analyzer is None and self._pending:
+            self._start_analysis()
+        self.status.ended = True
+        self.status.end_reason = message.reason
+        self.status.end_message = message.message
+        self.status.source_frames = message.n_frames
+        self._source_counters = dict(message.counters)
+        logger.info("stream ended (%s) after %d frames from the source", message.reason, message.n_frames)
+
+    # ------------------------------------------------------------------ helpers
+    def _record_gaps(self) -> None:
+        """Hand the tracker's gap list to the counters and the writer when it changed."""
+        sequence = self._sequence
+        if sequence.gaps_version == self._gaps_written:
+            return
+        if sequence.frames_missing > self.status.frames_missing:
+            first, last = sequence.gaps[-1] if sequence.gaps else (0, -1)
+            logger.info("frames %d-%d never arrived; recorded as a gap", first, last)
+        self.status.gaps = len(sequence.gaps)
+        self.status.frames_missing = sequence.frames_missing
+        if self._writer is not None:
+            self._writer.set_gaps(sequence.gaps)
+            self._gaps_written = sequence.gaps_version
+
+    def _camera_ready(self) -> bool:
+        try:
+            resolve_camera_model(self._source.get("camera"), self._camera_config(), None)
+        except ValueError:
+            return False
+        return True
+
+    def _camera_config(self) -> dict[str, float | None]:
+        """Camera values from the settings; read noise falls back to the assumed value, never to an estimate."""
+        c = self._settings.camera
+        read_noise = c.read_noise_e
+        if read_noise is None and not (self._source.get("camera") or {}).get("read_noise_e"):
+            read_noise = c.assumed_read_noise_e
+        return {"offset_adu": c.offset_adu, "gain_adu_per_e": c.gain_adu_per_e, "read_noise_e": read_noise}
+
+    def _start_analysis(self) -> None:
+        frames = self._pending
+        shape = tuple(frames[0].data.shape)
+
+        def estimate() -> CameraModel:
+            if len(frames) < _MIN_FRAMES_FOR_ESTIMATE:
+                raise ValueError(
+                    f"only {len(frames)} frames arrived, too few to estimate the camera offset and gain; "
+                    "set camera.offset_adu and camera.gain_adu_per_e"
+                )
+            logger.info("estimating camera offset and gain from the first %d frames", len(frames))
+            stack = np.stack([f.data for f in frames])
+            return estimate_camera_model(stack, assumed_read_noise_e=self._settings.camera.assumed_read_noise_e)
+
+        self._camera = resolve_camera_model(self._source.get("camera"), self._camera_config(), estimate)
+        logger.info(
+            "camera: offset %.2f ADU, gain %.4f ADU/e-, read noise %.2f e- (%s)",
+            self._camera.offset_adu,
+            self._camera.gain_adu_per_e,
+            self._camera.read_noise_e,
+            ", ".join(f"{k}: {v}" for k, v in self._camera.origin.items()),
+        )
+        self._analyzer = StreamingAnalyzer(self._settings, shape, self._camera)  # type: ignore[arg-type]
+        self._writer = ResultWriter(
+            self._output_path,
+            run_info={
+                "settings_json": self._settings.to_json(),
+                "source_json": json.dumps(self._source, default=str),
+                "camera_json": json.dumps(self._camera.to_dict()),
+                "run_uid": self._sequence.run_uid or "",
+            },
+            flush_interval_s=self._settings.output.flush_interval_s,
+            overwrite=self._settings.output.overwrite,
+            frame_shape=shape,  # type: ignore[arg-type]
+        )
+        self._gaps_written = -1
+        self._record_gaps()
+        self._pending = []
+        for message in frames:
+            self._analyze(message)
+
+    def _analyze(self, message: FrameMessage) -> None:
+        assert self._analyzer is not None and self._writer is not None
+        try:
+            records = self._analyzer.process(message.seq, message.timestamp, message.data)
+        except (ValueError, ArithmeticError, IndexError) as exc:
+            self.status.frames_failed += 1
+            logger.error("frame %d could not be analyzed and is skipped: %s", message.seq, exc)
+            return
+        for record in records:
+            self._writer.append(record)
+            if self._live_feed is not None:
+                self._live_feed.state.append(record)
+        self.status.frames_analyzed += 1
+        self.status.spots = len(self._analyzer.spots)
+        drift = self._analyzer.drift
+        self.status.drift_xy = (float(drift[0]), float(drift[1]))
+        now = time.monotonic()
+        mean = None
+        if now - self._last_spot_table >= _SPOT_TABLE_INTERVAL_S:
+            mean = self._write_spot_table()
+            self._last_spot_table = now
+        if self._live_feed is not None:
+            self._live_feed.on_frame(message, self._analyzer.spots, mean, self._measured_psf_sigma())
+
+    def _measured_psf_sigma(self) -> float | None:
+        """The PSF width once measured from the data (px), else None."""
+        assert self._analyzer is not None
+        return float(self._analyzer.geometry.psf_sigma_px) if self._analyzer.psf_sigma_measured else None
+
+    def _write_spot_table(self) -> np.ndarray:
+        """Hand the spot table and the running mean to the writer; returns that mean (live viewers get it too)."""
+        assert self._analyzer is not None and self._writer is not None
+        spots = self._analyzer.spots
+        self._writer.set_spots(spots.xy[:, 0].copy(), spots.xy[:, 1].copy(), spots.first_frame.copy())
+        mean = self._analyzer.running_mean()
+        self._writer.set_mean_image(mean)
+        return mean
+
+    # ------------------------------------------------------------------ end
+    def close(self, status: str, message: str = "") -> dict[str, Any]:
+        """Finish the result file with ``status`` ("complete", "interrupted", "error"); returns the summary.
+
+        ``message`` says why the run ended (for ``"error"``); live viewers get it
+        with the final state, which they see only after the last rows.
+        """
+        if self._closed:
+            return self.summary()
+        self._closed = True
+        try:
+            if self._analyzer is None and self._pending:
+                try:
+                    self._start_analysis()
+                except ValueError as exc:
+                    logger.error("%s", exc)
+            summary = self.summary()
+            if self._writer is not None:
+                assert self._analyzer is not None
+                for record in self._analyzer.finish():
+                    self._writer.append(record)
+                    if self._live_feed is not None:
+                        self._live_feed.state.append(record)
+                mean = self._write_spot_table()
+                if self._live_feed is not None:
+                    self._live_feed.publish_tables(self._analyzer.spots, mean, self._measured_psf_sigma())
+                self._writer.close(status, summary)
+        except Exception as exc:
+            if self._live_feed is not None:
+                self._live_feed.finish("error", f"the analysis could not be finished: {exc}")
+            raise
+        if self._live_feed is not None:
+            self._live_feed.finish(status, message)
+        return summary
+
+    def summary(self) -> dict[str, Any]:
+        s = self.status
+        out: dict[str, Any] = {
+            "plstream_version": __version__,
+            **s.counters(),
+            "end_reason": s.end_reason,
+            "source_counters": self._source_counters,
+        }
+        if self._analyzer is not None:
+            out["psf_sigma_px"] = self._analyzer.geometry.psf_sigma_px
+            out["drift_methods"] = dict(self._analyzer.method_counts)
+        return out
+
+
+def run_analysis(
+    subscriber: _Subscriber,
+    session: AnalysisSession,
+    *,
+    stop_event: threading.Event | None = None,
+    silence_warning_s: float = 5.0,
+    peer_timeout_s: float = 60.0,
+    source_alive: Callable[[], bool] | None = None,
+    on_tick: Callable[[SessionStatus], None] | None = None,
+    poll_s: float = 0.2,
+) -> str:
+    """Receive and analyze until the stream ends; returns the end status for the result file.
+
+    Returns ``"complete"`` when the source ended the stream normally,
+    ``"interrupted"`` when ``stop_event`` was set or the source was stopped, and
+    raises :class:`StreamSilentError` when the source went silent for
+    ``peer_timeout_s`` or its process died without ending the stream.
+    """
+    last_message = time.monotonic()
+    warned = False
+    while True:
+        if stop_event is not None and stop_event.is_set():
+            return "interrupted"
+        message = subscriber.receive(poll_s)
+        now = time.monotonic()
+        if message is None:
+            silent = now - last_message
+            if source_alive is not None and not source_alive() and silent > 1.0:
+                raise StreamSilentError("the source process exited without ending the stream")
+            if silent > peer_timeout_s:
+                raise StreamSilentError(
+                    f"no frames or heartbeats from the source for {silent:.0f} s; is it still running? "
+                    "(stream.peer_timeout_s sets this limit)"
+                )
+            if silent > silence_warning_s and not warned:
+                logger.warning("the source has been silent for %.0f s; waiting", silent)
+                warned = True
+        else:
+            last_message = now
+            warned = False
+            if session.handle(message):
+                if on_tick is not None:
+                    on_tick(session.status)
+                reason = session.status.end_reason
+                return {"complete": "complete", "stopped": "interrupted"}.get(reason, "error")
+        if on_tick is not None:
+            on_tick(session.status)

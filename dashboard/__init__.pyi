@@ -1,0 +1,10 @@
+from .arguments import add_arguments as add_arguments
+from .feeds import FileFeed as FileFeed
+from .feeds import StreamFeed as StreamFeed
+from .feeds import results_to_update as results_to_update
+from .model import DashboardModel as DashboardModel
+from .model import SpotMetrics as SpotMetrics
+from .model import TraceData as TraceData
+from .views.app import main as main
+from .views.app import run_dashboard as run_dashboard
+from .views.window import DashboardWindow as DashboardWindow

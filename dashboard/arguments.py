@@ -1,0 +1,27 @@
+"""The dashboard's command-line arguments, shared by ``plstream dashboard`` and ``python -m plstream.dashboard``.
+
+Kept apart from the Qt application (:mod:`plstream.dashboard.views.app`) so
+that building the ``plstream`` parser imports no Qt.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["add_arguments"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the dashboard's arguments to ``parser`` (used by ``plstream dashboard`` and ``python -m``)."""
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("result", nargs="?", metavar="RESULT.h5", help="result file to open (finished or growing)")
+    source.add_argument(
+        "--connect", metavar="ENDPOINT", help="live results of a running analysis, e.g. tcp://127.0.0.1:5560"
+    )
+    parser.add_argument("--screenshot", metavar="PNG", help="save the window as a PNG once caught up, then exit")
+    parser.add_argument(
+        "--select", type=int, default=3, metavar="N", help="screenshot: preselect the N brightest spots (default 3)"
+    )
+    parser.add_argument("--timeout", type=float, default=30.0, metavar="S", help="screenshot: wait at most S seconds")
+    parser.add_argument("--redraw-hz", type=float, default=20.0, metavar="HZ", help="redraw rate (at most 30)")
+    return parser

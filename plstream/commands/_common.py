@@ -1,0 +1,164 @@
+"""What several commands share: settings from the flags, the output file, the live endpoint, the report."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import logging
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from plstream.config import Settings, load_settings
+from plstream.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, UsageError
+from plstream.orchestration import AnalysisOutcome
+
+__all__ = [
+    "check_output",
+    "default_output",
+    "live_endpoint",
+    "on_live_ready",
+    "outcome_exit",
+    "print_evaluation",
+    "report",
+    "settings_from",
+    "truth_path_for",
+    "wants_dashboard",
+    "warm_up",
+    "with_simulation_flags",
+]
+
+logger = logging.getLogger("plstream")
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """Defaults < ``--config`` < ``--set``, plus ``--overwrite``."""
+    settings = load_settings(args.config, args.overrides)
+    if getattr(args, "overwrite", False):
+        settings = settings.replace("output", overwrite=True)
+    return settings
+
+
+def default_output() -> Path:
+    """``plstream-results/run-<date>-<time>.h5``."""
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("plstream-results") / f"run-{stamp}.h5"
+
+
+def check_output(path: Path, settings: Settings) -> None:
+    """Make sure a result file can be created at ``path`` (creating its folder); UsageError if not."""
+    from plstream.analysis.result_file.writer import check_destination
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        check_destination(path, settings.output.overwrite)
+    except OSError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def truth_path_for(result: Path) -> Path:
+    """Where ``run`` saves the simulation's ground truth for ``result``."""
+    return result.with_name(result.stem + ".truth.h5")
+
+
+def report(outcome: AnalysisOutcome, elapsed_s: float) -> None:
+    """The summary lines of a finished analysis (stdout)."""
+    s = outcome.session_status
+    rate = s.frames_analyzed / elapsed_s if elapsed_s > 0 else 0.0
+    source = f" of {s.source_frames}" if s.source_frames is not None else ""
+    print(
+        f"plstream: analyzed {s.frames_analyzed}{source} frames in {elapsed_s:.1f} s ({rate:.0f} frames/s); "
+        f"{s.spots} spots; {s.frames_missing} frames missing in {s.gaps} gaps; {s.frames_failed} failed"
+    )
+    if "psf_sigma_px" in outcome.summary:
+        print(f"plstream: PSF sigma {outcome.summary['psf_sigma_px']:.3f} px")
+    print(f"results: {outcome.output_path.resolve()} (status: {outcome.status})")
+
+
+def print_evaluation(result_path: Path, truth_path: Path) -> list[str]:
+    """Score a result against a simulation's truth, print the table; returns the missed bars."""
+    from plstream.acquire_adapters import load_truth
+    from plstream.analysis import evaluate, load_results
+
+    evaluation = evaluate(load_results(result_path), load_truth(truth_path))
+    print(f"accuracy against the simulation's ground truth ({truth_path.name}):")
+    print(evaluation.table())
+    return evaluation.failures()
+
+
+def outcome_exit(outcome: AnalysisOutcome) -> int:
+    """The exit status of an analysis (and its error line)."""
+    if outcome.error:
+        print(f"plstream: error: {outcome.error}", file=sys.stderr)
+    if outcome.status == "interrupted":
+        print("plstream: stopped by the user; the results written so far are complete and readable", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return EXIT_OK if outcome.status == "complete" else EXIT_ERROR
+
+
+def live_endpoint(args: argparse.Namespace, settings: Settings) -> str | None:
+    """The --live endpoint, else live.endpoint; None when live results are turned off ('')."""
+    endpoint = args.live if args.live is not None else settings.live.endpoint
+    return endpoint or None
+
+
+def on_live_ready(open_dashboard: bool) -> Callable[[str], None]:
+    """Tell the user where the live results are; open the dashboard on them when asked to."""
+
+    def ready(endpoint: str) -> None:
+        print(
+            f"plstream: live results at {endpoint} (view with: plstream dashboard --connect {endpoint})",
+            file=sys.stderr,
+            flush=True,
+        )
+        if open_dashboard:
+            from plstream.dashboard.desktop import launch_dashboard
+
+            launch_dashboard(endpoint)
+
+    return ready
+
+
+def wants_dashboard(args: argparse.Namespace) -> bool:
+    """Open a dashboard window: not --headless, and a display to show it on."""
+    from plstream.dashboard.desktop import display_available
+
+    if args.headless:
+        return False
+    if not display_available():
+        logger.info("no display (no DISPLAY / WAYLAND_DISPLAY, or QT_QPA_PLATFORM=offscreen): no dashboard window")
+        return False
+    return True
+
+
+def warm_up() -> None:
+    """Compile (or load from cache) the analysis kernels before any frame flows."""
+    from plstream.analysis.warmup import compile_kernels
+
+    started = time.monotonic()
+    print("plstream: preparing the analysis kernels (compiled once, then cached)...", file=sys.stderr)
+    compile_kernels()
+    logger.info("kernels ready in %.1f s", time.monotonic() - started)
+
+
+# Command-line flags that override a [simulation] setting: flag attribute -> (setting, conversion).
+_SIMULATION_FLAGS: dict[str, tuple[str, Any]] = {
+    "frames": ("n_frames", int),
+    "frame_rate": ("frame_rate_hz", float),
+    "unpaced": ("paced", lambda unpaced: not unpaced),
+    "seed": ("seed", int),
+    "size": ("shape_px", tuple),
+    "emitters": ("n_emitters", int),
+}
+
+
+def with_simulation_flags(settings: Settings, args: argparse.Namespace) -> Settings:
+    """Apply the simulation flags a command has and the user gave (None / False = not given)."""
+    changes = {
+        key: convert(getattr(args, flag))
+        for flag, (key, convert) in _SIMULATION_FLAGS.items()
+        if getattr(args, flag, None) not in (None, False)
+    }
+    return settings.replace("simulation", **changes) if changes else settings

@@ -1,0 +1,107 @@
+"""``plstream acquire`` and ``plstream analyze``: the source and the analysis on different machines."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from plstream.commands._common import (
+    check_output,
+    live_endpoint,
+    on_live_ready,
+    outcome_exit,
+    report,
+    settings_from,
+    warm_up,
+    with_simulation_flags,
+)
+from plstream.errors import EXIT_INTERRUPTED, EXIT_OK
+from plstream.orchestration import analyze_stream, publish_source, stop_on_sigint
+from plstream.progress import ProgressLine
+from plstream.source_spec import SourceSpec
+
+__all__ = ["acquire", "analyze"]
+
+
+def acquire(args: argparse.Namespace) -> int:
+    """Publish a source's frames to an analyzer (possibly on another machine)."""
+    from plstream.acquire_adapters import open_movie
+    from plstream.stream import is_loopback
+
+    settings = settings_from(args)
+    if args.source == "simulated":
+        settings = with_simulation_flags(settings, args)
+        spec = SourceSpec.simulated(settings)
+    else:
+        with contextlib.closing(open_movie(args.source)):
+            pass
+        spec = SourceSpec.file(args.source)
+    bind = args.connect is None
+    endpoint = args.connect or args.bind or settings.stream.endpoint
+    if bind and not is_loopback(endpoint):
+        print(
+            f"plstream: warning: binding {endpoint}: frames are sent unencrypted to anyone who connects",
+            file=sys.stderr,
+        )
+    print(f"plstream: streaming {args.source} {'on' if bind else 'to'} {endpoint}; Ctrl-C stops", file=sys.stderr)
+    stop_event = threading.Event()
+    last = [0.0]
+
+    def progress(counters: dict[str, Any]) -> None:
+        now = time.monotonic()
+        if now - last[0] >= 2.0:
+            last[0] = now
+            dropped = counters.get("dropped_queue_full", 0)
+            print(
+                f"plstream: sent {counters.get('frames_sent')} frames"
+                + (f", dropped {dropped} (analyzer too slow)" if dropped else ""),
+                file=sys.stderr,
+                flush=True,
+            )
+
+    with stop_on_sigint(stop_event):
+        counters = publish_source(
+            spec, endpoint, settings, bind=bind, stop_event=stop_event, monitor_endpoint=args.monitor, progress=progress
+        )
+    print(f"plstream: source finished: {counters}")
+    return EXIT_INTERRUPTED if stop_event.is_set() else EXIT_OK
+
+
+def analyze(args: argparse.Namespace) -> int:
+    """Analyze a stream from ``plstream acquire`` into a result file."""
+    import zmq
+
+    from plstream.stream import FrameSubscriber
+
+    settings = settings_from(args)
+    out = Path(args.out)
+    check_output(out, settings)
+    bind = args.bind is not None
+    endpoint = args.bind or args.connect or settings.stream.endpoint
+    warm_up()
+    print(f"plstream: analyzing the stream {'bound at' if bind else 'from'} {endpoint}; Ctrl-C stops", file=sys.stderr)
+    stop_event = threading.Event()
+    progress = ProgressLine()
+    started = time.monotonic()
+    with zmq.Context() as context, stop_on_sigint(stop_event):
+        with FrameSubscriber(
+            context, endpoint, bind=bind, pattern="pull", max_frame_bytes=int(settings.stream.max_frame_mb * 2**20)
+        ) as subscriber:
+            outcome = analyze_stream(
+                subscriber,
+                settings,
+                out,
+                stop_event=stop_event,
+                on_tick=progress,
+                live_endpoint=live_endpoint(args, settings),
+                on_live_ready=on_live_ready(open_dashboard=False),
+                context=context,
+            )
+    progress.finish(outcome.session_status)
+    report(outcome, time.monotonic() - started)
+    return outcome_exit(outcome)

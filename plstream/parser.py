@@ -1,0 +1,159 @@
+"""The ``plstream`` argument parser: every command and flag, and nothing else.
+
+Only :mod:`argparse` here (and the dashboard's Qt-free argument list), so
+``plstream --help`` starts in a fraction of a second; the commands' code is
+imported when a command runs (:mod:`plstream.commands`).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from plstream.dashboard.arguments import add_arguments as add_dashboard_arguments
+
+__all__ = ["build_parser"]
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: looks the version up only when asked."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help="show the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object, **kwargs: object) -> None:
+        from plstream import __version__
+
+        parser.exit(message=f"plstream {__version__}\n")
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="TOML", help="settings file overriding config/default.toml")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one setting, e.g. --set detection.threshold_sigma=6 (repeatable)",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what the analysis decides (INFO)")
+    parser.add_argument("--debug", action="store_true", help="debug logging and full tracebacks")
+
+
+def _add_live(parser: argparse.ArgumentParser, *, dashboard: bool) -> None:
+    parser.add_argument(
+        "--live",
+        metavar="ENDPOINT",
+        help="serve live results to dashboards here, e.g. tcp://127.0.0.1:5560 (default: live.endpoint, "
+        "a free port on this machine; '' serves nothing); view with 'plstream dashboard --connect ENDPOINT'",
+    )
+    if dashboard:
+        parser.add_argument(
+            "--headless",
+            action="store_true",
+            help="do not open the dashboard window (it opens when a display is available); "
+            "live results are still served (see --live)",
+        )
+
+
+def _add_output(parser: argparse.ArgumentParser, required: bool) -> None:
+    parser.add_argument("--out", required=required, metavar="RESULT.h5", help="result file to write (HDF5)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing result file")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="plstream",
+        description=(
+            "Streaming analysis of blinking single-nanoparticle PL movies: spots, sub-pixel fits, drift, "
+            "intensity traces and on/off states, written to HDF5 as frames arrive."
+        ),
+    )
+    parser.add_argument("--version", action=_VersionAction)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser(
+        "run",
+        help="main job: simulated camera -> ZeroMQ -> analyzer -> HDF5 (a bounded demo with no arguments)",
+        description="Stream the simulated camera through the whole pipeline and analyze it live. "
+        "The simulator's ground truth is saved next to the result and the accuracy is printed.",
+    )
+    _add_output(p, required=False)
+    p.add_argument("--frames", type=int, help="number of frames (default: simulation.n_frames)")
+    p.add_argument(
+        "--frame-rate", type=float, metavar="HZ", help="camera frame rate (default: simulation.frame_rate_hz)"
+    )
+    p.add_argument("--unpaced", action="store_true", help="stream as fast as possible instead of at the frame rate")
+    p.add_argument("--seed", type=int, help="simulation seed (default: simulation.seed)")
+    _add_live(p, dashboard=True)
+    _add_common(p)
+
+    p = sub.add_parser(
+        "replay",
+        help="replay a TIFF stack, TIFF folder or video through the real ZeroMQ path into a result file",
+        description="Replay a recorded movie as a stream (source and analyzer in separate processes, "
+        "lossless: the source waits for the analyzer). If <movie>.truth.h5 exists (a simulated movie), "
+        "the accuracy against it is printed.",
+    )
+    p.add_argument("path", help="TIFF stack, folder of TIFF images, or video file (MP4/AVI/...)")
+    _add_output(p, required=True)
+    p.add_argument(
+        "--truth", metavar="TRUTH.h5", help="ground truth to score against (default: <movie>.truth.h5 if present)"
+    )
+    _add_live(p, dashboard=True)
+    _add_common(p)
+
+    p = sub.add_parser(
+        "acquire",
+        help="the source half: stream a source to an analyzer (possibly on another machine)",
+        description="Publish frames from a source. The analyzer ('plstream analyze') connects to the endpoint. "
+        "Files are sent losslessly (waiting for the analyzer); a paced simulated camera behaves like a live "
+        "camera and counts the frames it must drop when the analyzer falls behind.",
+    )
+    p.add_argument("source", nargs="?", default="simulated", help="'simulated' (default) or a movie path")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--bind", metavar="ENDPOINT", help="endpoint to bind (default: stream.endpoint)")
+    group.add_argument("--connect", metavar="ENDPOINT", help="connect to an analyzer that binds instead")
+    p.add_argument("--monitor", metavar="ENDPOINT", help="also publish frames for viewers here (lossy PUB)")
+    p.add_argument("--frames", type=int, help="simulated camera: number of frames")
+    p.add_argument("--unpaced", action="store_true", help="simulated camera: as fast as possible")
+    _add_common(p)
+
+    p = sub.add_parser(
+        "analyze",
+        help="the analysis half: analyze a stream from 'plstream acquire' into a result file",
+    )
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--connect", metavar="ENDPOINT", help="source endpoint to connect to (default: stream.endpoint)")
+    group.add_argument("--bind", metavar="ENDPOINT", help="bind here and let the source connect")
+    _add_output(p, required=True)
+    _add_live(p, dashboard=False)
+    _add_common(p)
+
+    p = sub.add_parser("simulate", help="write a simulated movie (multi-page TIFF) and its ground truth")
+    p.add_argument("--out", required=True, metavar="MOVIE.tif", help="TIFF to write; truth goes to MOVIE.truth.h5")
+    p.add_argument("--frames", type=int, help="number of frames (default: simulation.n_frames)")
+    p.add_argument(
+        "--size", type=int, nargs=2, metavar=("ROWS", "COLS"), help="frame size (default: simulation.shape_px)"
+    )
+    p.add_argument("--emitters", type=int, help="number of emitters (default: simulation.n_emitters)")
+    p.add_argument("--seed", type=int, help="random seed (default: simulation.seed)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing files")
+    _add_common(p)
+
+    p = sub.add_parser("evaluate", help="score a result file against a simulation's ground truth")
+    p.add_argument("result", help="result file (HDF5)")
+    p.add_argument("truth", help="truth file written by 'plstream simulate' or 'plstream run'")
+    p.add_argument("--check", action="store_true", help="exit with status 1 if an acceptance bar is missed")
+    _add_common(p)
+
+    p = sub.add_parser(
+        "dashboard",
+        help="watch a running analysis live (--connect) or look at a result file",
+        description="Open the dashboard window on the live results of a running analysis (the endpoint "
+        "'plstream run', 'replay' and 'analyze' print) or on a result file. Give exactly one of RESULT.h5 "
+        "and --connect.",
+    )
+    add_dashboard_arguments(p)
+    _add_common(p)
+    return parser
