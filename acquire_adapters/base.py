@@ -67,9 +67,18 @@ class FrameSource(Protocol):
 
     ``describe()`` returns a msgpack-serializable dict with at least
     ``source`` (kind name), ``shape`` ([rows, cols]), ``dtype`` (numpy name)
-    and ``n_frames`` (int, or None when unbounded). It may carry
-    ``frame_rate_hz`` and ``camera`` (``offset_adu``, ``gain_adu_per_e``,
-    ``read_noise_e``) when the source knows them.
+    and ``n_frames`` (int, or None when unbounded). It may carry, when the
+    source knows them: ``frame_rate_hz``; ``frame_interval_s``;
+    ``pixel_size_um`` (sample-plane pixel size, µm); ``camera``
+    (``offset_adu``, ``gain_adu_per_e``, ``read_noise_e``: the photon model);
+    ``device`` (what the hardware says of itself: ``vendor``, ``model``,
+    ``serial``, ``pixel_format``, ...); ``live`` (True for a camera that
+    cannot wait for its consumer: frames it delivers while the consumer lags
+    are queued, then dropped and counted).
+
+    A frame's ``seq`` is its number in the source's own count (a camera's
+    frame ID from its first frame), so frames lost before plstream got them
+    (inside a camera or its driver) show as gaps downstream.
     """
 
     def describe(self) -> dict[str, Any]:
@@ -78,6 +87,13 @@ class FrameSource(Protocol):
 
     def __iter__(self) -> Iterator[Frame]:
         """Yield frames in order."""
+        ...
+
+    def stop(self) -> None:
+        """Make an iteration in progress end soon (within about a second); safe from another thread.
+
+        A live camera stops acquiring; a file stops after the current frame.
+        """
         ...
 
     def close(self) -> None:

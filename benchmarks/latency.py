@@ -93,6 +93,9 @@ class _PacedPool:
                 return
             yield Frame(seq=seq, timestamp=time.time(), data=self._frames[self._index(seq)], metadata={})
 
+    def stop(self) -> None:
+        self._closed = True
+
     def close(self) -> None:
         self._closed = True
 

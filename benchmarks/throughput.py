@@ -172,6 +172,9 @@ class _Repeated:
         for seq in range(self._n):
             yield Frame(seq=seq, timestamp=float(seq), data=self._frames[seq % len(self._frames)], metadata={})
 
+    def stop(self) -> None:
+        pass
+
     def close(self) -> None:
         pass
 

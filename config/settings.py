@@ -27,10 +27,13 @@ __all__ = [
     "DetectionSettings",
     "DriftSettings",
     "FitSettings",
+    "GenicamSettings",
     "IntegrationSettings",
     "LiveSettings",
+    "MicroManagerSettings",
     "OutputSettings",
     "PsfSettings",
+    "RecordingSettings",
     "Settings",
     "SettingsError",
     "SimulationSettings",
@@ -108,13 +111,16 @@ def _setting(default: Any, **allowed: Any) -> Any:
 
 
 def _check_section(name: str, section: Any) -> None:
-    """Type and range of every key of one section; SettingsError naming the key and the allowed values."""
+    """Type and range of every key of one section (and its sub-sections); SettingsError naming the key."""
     hints = typing.get_type_hints(type(section))
     for f in dataclasses.fields(section):
         value = getattr(section, f.name)
         where = f"{name}.{f.name}"
+        if dataclasses.is_dataclass(hints[f.name]):
+            _check_section(where, value)
+            continue
         _check_type(where, value, hints[f.name])
-        if value is None:
+        if value is None or isinstance(value, dict):
             continue
         allowed: Allowed = f.metadata.get("allowed", _FINITE)
         values = value if isinstance(value, tuple) else (value,)
@@ -128,12 +134,43 @@ def _check_section(name: str, section: Any) -> None:
 
 
 @dataclass(frozen=True)
+class GenicamSettings:
+    """A GenICam camera through a GenTL producer (``[camera.genicam]``; ``plstream acquire genicam``)."""
+
+    cti: str = ""
+    device: str = ""
+    pixel_format: str = "auto"
+    exposure_us: float | None = _setting(None, low=0, low_open=True)
+    frame_rate_hz: float | None = _setting(None, low=0, low_open=True)
+    roi_px: tuple[int, int, int, int] | None = _setting(None, low=0)
+    buffers: int = _setting(64, low=2, high=100_000)
+    nodes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MicroManagerSettings:
+    """A camera driven by Micro-Manager's core through pymmcore-plus (``[camera.micromanager]``)."""
+
+    config: str = ""
+    camera: str = ""
+    adapter_path: str = ""
+    exposure_ms: float | None = _setting(None, low=0, low_open=True)
+    binning: int | None = _setting(None, low=1, high=64)
+    roi_px: tuple[int, int, int, int] | None = _setting(None, low=0)
+    buffer_mb: int = _setting(1024, low=16, high=1_048_576)
+
+
+@dataclass(frozen=True)
 class CameraSettings:
     offset_adu: float | None = _setting(None)
     gain_adu_per_e: float | None = _setting(None, low=0, low_open=True)
     read_noise_e: float | None = _setting(None, low=0)
     assumed_read_noise_e: float = _setting(1.5, low=0)
     estimate_frames: int = _setting(50, low=10, high=100_000)
+    pixel_size_um: float | None = _setting(None, low=0, low_open=True)
+    frame_interval_s: float | None = _setting(None, low=0, low_open=True)
+    genicam: GenicamSettings = field(default_factory=GenicamSettings)
+    micromanager: MicroManagerSettings = field(default_factory=MicroManagerSettings)
 
 
 @dataclass(frozen=True)
@@ -212,6 +249,15 @@ class LiveSettings:
 
 
 @dataclass(frozen=True)
+class RecordingSettings:
+    """Writing every raw frame that arrives to an OME-TIFF (``[recording]``; ``--record``)."""
+
+    enabled: bool | None = None
+    path: str = ""
+    queue_mb: float = _setting(512.0, low=1, high=1_048_576)
+
+
+@dataclass(frozen=True)
 class SimulationSettings:
     shape_px: tuple[int, int] = _setting((256, 256), low=8, high=16384)
     n_frames: int = _setting(1000, low=1)
@@ -240,6 +286,7 @@ class Settings:
     output: OutputSettings = field(default_factory=OutputSettings)
     stream: StreamSettings = field(default_factory=StreamSettings)
     live: LiveSettings = field(default_factory=LiveSettings)
+    recording: RecordingSettings = field(default_factory=RecordingSettings)
     simulation: SimulationSettings = field(default_factory=SimulationSettings)
 
     def __post_init__(self) -> None:
@@ -249,21 +296,9 @@ class Settings:
         _check_consistency(self)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain nested dict (``None`` written as ``"auto"``), e.g. for the result file."""
-
-        def plain(value: Any) -> Any:
-            if value is None:
-                return AUTO
-            if isinstance(value, tuple):
-                return list(value)
-            return value
-
-        out: dict[str, Any] = {"schema_version": self.schema_version}
-        for section in dataclasses.fields(self):
-            if section.name == "schema_version":
-                continue
-            values = dataclasses.asdict(getattr(self, section.name))
-            out[section.name] = {k: plain(v) for k, v in values.items()}
+        """Plain nested dict (``None`` written as ``"auto"``, tuples as lists), e.g. for the result file."""
+        out = _plain(dataclasses.asdict(self))
+        assert isinstance(out, dict)
         return out
 
     def to_json(self) -> str:
@@ -308,9 +343,20 @@ def _check_consistency(settings: Settings) -> None:
         )
 
 
-def _section_types() -> dict[str, type]:
-    hints = typing.get_type_hints(Settings)
-    return {name: tp for name, tp in hints.items() if name != "schema_version"}
+def _plain(value: Any) -> Any:
+    """Settings values as TOML/JSON would write them: None as "auto", tuples as lists, recursively."""
+    if value is None:
+        return AUTO
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _is_table(annotation: Any) -> bool:
+    """A free-form table of settings (``dict[str, ...]``), e.g. GenICam nodes passed through by name."""
+    return typing.get_origin(annotation) is dict
 
 
 def _coerce(section: str, key: str, value: Any, annotation: Any) -> Any:
@@ -324,6 +370,13 @@ def _coerce(section: str, key: str, value: Any, annotation: Any) -> Any:
         (annotation,) = [a for a in args if a is not type(None)]
         origin = typing.get_origin(annotation)
         args = typing.get_args(annotation)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise SettingsError(f"{where} must be a table of name = value pairs, got {value!r}")
+        for name, item in value.items():
+            if isinstance(item, (dict, list)) or item is None:
+                raise SettingsError(f"{where}.{name} must be a number, a string or true/false, got {item!r}")
+        return dict(value)
     if origin is tuple:
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise SettingsError(f"{where} must be a list of {len(args)} values, got {value!r}")
@@ -347,51 +400,67 @@ def _coerce(section: str, key: str, value: Any, annotation: Any) -> Any:
     raise SettingsError(f"{where}: unsupported setting type {annotation!r}")  # pragma: no cover
 
 
-def _merge(base: dict[str, Any], layer: dict[str, Any], origin: str) -> dict[str, Any]:
-    sections = _section_types()
-    merged = {name: dict(values) for name, values in base.items() if isinstance(values, dict)}
-    for name, values in layer.items():
-        if name == "schema_version":
-            if values != SCHEMA_VERSION:
+def _merge(
+    tree: dict[str, Any], layer: dict[str, Any], origin: str, cls: type = Settings, prefix: str = ""
+) -> dict[str, Any]:
+    """``layer``'s keys merged into a copy of ``tree``, each checked against the dataclass ``cls``."""
+    merged = dict(tree)
+    hints = typing.get_type_hints(cls)
+    for key, value in layer.items():
+        if not prefix and key == "schema_version":
+            if value != SCHEMA_VERSION:
                 raise SettingsError(
-                    f"{origin}: schema_version {values} is not supported (this plstream reads "
+                    f"{origin}: schema_version {value} is not supported (this plstream reads "
                     f"{SCHEMA_VERSION}); compare your file with config/default.toml"
                 )
             continue
-        if name not in sections:
-            raise SettingsError(f"{origin}: unknown section [{name}]; valid sections: {', '.join(sorted(sections))}")
-        if not isinstance(values, dict):
-            raise SettingsError(f"{origin}: [{name}] must be a table of settings")
-        known = {f.name for f in dataclasses.fields(sections[name])}
-        for key, value in values.items():
-            if key not in known:
-                raise SettingsError(
-                    f"{origin}: unknown setting {name}.{key}; valid keys in [{name}]: {', '.join(sorted(known))}"
-                )
-            merged.setdefault(name, {})[key] = value
+        where = prefix + key
+        if key not in hints or key == "schema_version":
+            known = sorted(k for k in hints if k != "schema_version")
+            if not prefix:
+                raise SettingsError(f"{origin}: unknown section [{key}]; valid sections: {', '.join(known)}")
+            raise SettingsError(f"{origin}: unknown setting {where}; valid keys in [{prefix[:-1]}]: {', '.join(known)}")
+        annotation = hints[key]
+        if dataclasses.is_dataclass(annotation):
+            if not isinstance(value, dict):
+                raise SettingsError(f"{origin}: [{where}] must be a table of settings")
+            merged[key] = _merge(merged.get(key, {}), value, origin, typing.cast(type, annotation), where + ".")
+        elif _is_table(annotation) and isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
     return merged
 
 
-def _build(tree: dict[str, Any]) -> Settings:
-    sections = _section_types()
-    built: dict[str, Any] = {}
-    for name, cls in sections.items():
-        hints = typing.get_type_hints(cls)
-        values = tree.get(name, {})
-        built[name] = cls(**{k: _coerce(name, k, v, hints[k]) for k, v in values.items()})
-    return Settings(**built)
+def _build(tree: dict[str, Any], cls: type = Settings, prefix: str = "") -> Any:
+    """The dataclass ``cls`` from a merged tree (missing keys keep their defaults)."""
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for key, value in tree.items():
+        annotation = hints[key]
+        if dataclasses.is_dataclass(annotation):
+            values[key] = _build(value, typing.cast(type, annotation), f"{prefix}{key}.")
+        else:
+            values[key] = _coerce(prefix.rstrip(".") or key, key, value, annotation) if prefix else value
+    return cls(**values)
 
 
-def _parse_override(text: str) -> tuple[str, str, Any]:
+def _parse_override(text: str) -> dict[str, Any]:
+    """``section.key=value`` (or ``section.sub.key=value``) as a nested dict."""
     if "=" not in text or "." not in text.split("=", 1)[0]:
         raise SettingsError(f"--set {text!r}: write it as section.key=value, e.g. detection.threshold_sigma=6")
     dotted, raw = text.split("=", 1)
-    section, key = dotted.strip().split(".", 1)
     try:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw.strip()  # a bare word, e.g. auto or an endpoint
-    return section, key, value
+    layer: dict[str, Any] = {}
+    node = layer
+    *sections, key = [part.strip() for part in dotted.strip().split(".")]
+    for name in sections:
+        node = node.setdefault(name, {})
+    node[key] = value
+    return layer
 
 
 def default_settings() -> Settings:
@@ -432,6 +501,6 @@ def load_settings(user_file: str | Path | None = None, overrides: list[str] | No
             raise SettingsError(f"{path}: not valid TOML ({exc})") from None
         tree = _merge(tree, layer, str(path))
     for text_override in overrides or []:
-        section, key, value = _parse_override(text_override)
-        tree = _merge(tree, {section: {key: value}}, f"--set {text_override}")
-    return _build(tree)
+        tree = _merge(tree, _parse_override(text_override), f"--set {text_override}")
+    built: Settings = _build(tree)
+    return built

@@ -360,6 +360,7 @@ class _SourceReader(threading.Thread):
     def halt(self) -> None:
         self._halt.set()
         if self.is_alive():
+            self._source.stop()  # a live camera may be waiting for its next frame
             self.join(_READER_JOIN_S)
             if self.is_alive():
                 logger.warning("the frame source did not return within %.0f s of the stop", _READER_JOIN_S)

@@ -76,6 +76,7 @@ class TiffFolderSource:
         self._pattern = pattern
         self._max_frame_bytes = max_frame_bytes
         self._closed = False
+        self._stop_requested = False
         if not self._folder.exists():
             raise InputError(str(folder), "no such folder")
         if not self._folder.is_dir():
@@ -172,9 +173,13 @@ class TiffFolderSource:
     def __iter__(self) -> Iterator[Frame]:
         """Yield every image in natural order (a fresh pass each time it is called)."""
         for seq in range(len(self._files)):
-            if self._closed:
+            if self._closed or self._stop_requested:
                 return
             yield Frame(seq=seq, timestamp=time.time(), data=self.read(seq), metadata={"file": self._files[seq].name})
+
+    def stop(self) -> None:
+        """End an iteration in progress before its next frame; safe from another thread."""
+        self._stop_requested = True
 
     def close(self) -> None:
         """Nothing is held open between frames; marks the source closed. Safe to call twice."""

@@ -100,6 +100,7 @@ class TiffStackSource:
         self._path = Path(path)
         self._name = str(path)
         self._closed = False
+        self._stop_requested = False
         self._contiguous: tuple[int, int, np.dtype, tuple[int, ...]] | None = None  # offset, bytes, dtype, shape
         self._fd: int | None = None
         self._pages: Any = None
@@ -299,11 +300,15 @@ class TiffStackSource:
         """Yield every frame in order (a fresh pass each time it is called)."""
         rate = self._frame_rate_hz
         for seq in range(self._n_frames):
-            if self._closed:
+            if self._closed or self._stop_requested:
                 return
             data = self.read(seq)
             timestamp = seq / rate if rate else time.time()
             yield Frame(seq=seq, timestamp=timestamp, data=data, metadata={})
+
+    def stop(self) -> None:
+        """End an iteration in progress before its next frame; safe from another thread."""
+        self._stop_requested = True
 
     def close(self) -> None:
         """Release the file; safe to call twice."""

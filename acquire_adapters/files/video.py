@@ -78,6 +78,7 @@ class VideoSource:
         self._path = Path(path)
         self._name = str(path)
         self._closed = False
+        self._stop_requested = False
         if not self._path.is_file():
             raise InputError(self._name, "no such file" if not self._path.exists() else "is not a file")
         capture, first = self._start()
@@ -156,7 +157,7 @@ class VideoSource:
             while True:
                 yield Frame(seq=seq, timestamp=seq / rate if rate else time.time(), data=data, metadata={})
                 seq += 1
-                if self._closed:
+                if self._closed or self._stop_requested:
                     return
                 ok, raw = capture.read()
                 if not ok or raw is None:
@@ -179,6 +180,10 @@ class VideoSource:
             )
         if self._declared is not None and seq > self._declared:
             logger.info("%s: decoded %d frames, the container declared %d", self._name, seq, self._declared)
+
+    def stop(self) -> None:
+        """End an iteration in progress before its next frame; safe from another thread."""
+        self._stop_requested = True
 
     def close(self) -> None:
         """Release the decoder; safe to call twice."""

@@ -294,6 +294,7 @@ class SimulatedCamera:
         self._sleep = sleep
         self._wall_clock = wall_clock
         self._closed = False
+        self._stop_requested = False
         self._truth, tables = _build(params, self._seed)
         self._background = tables[0]
         self._tables = tables[1:]
@@ -387,10 +388,14 @@ class SimulatedCamera:
                 wait = start + t / rate - self._clock()
                 if wait > 0:
                     self._sleep(wait)
-            if self._closed:
-                logger.info("simulated camera closed after %d frames", t)
+            if self._closed or self._stop_requested:
+                logger.info("simulated camera stopped after %d frames", t)
                 return
             yield Frame(seq=t, timestamp=t0 + t / rate, data=data, metadata={})
+
+    def stop(self) -> None:
+        """End an iteration in progress before its next frame; safe from another thread."""
+        self._stop_requested = True
 
     def close(self) -> None:
         """Stop the camera (iteration ends before the next frame); safe to call twice."""

@@ -29,17 +29,18 @@ def test_every_setting_in_default_toml_has_a_comment():
 
 
 def test_every_dataclass_field_appears_in_default_toml():
+    def compare(section, table, where):
+        keys = {f.name for f in dataclasses.fields(section)}
+        assert keys == set(table), f"[{where}] in default.toml lacks or has extra keys: {sorted(keys ^ set(table))}"
+        for f in dataclasses.fields(section):
+            if dataclasses.is_dataclass(getattr(section, f.name)):
+                compare(getattr(section, f.name), table[f.name], f"{where}.{f.name}")
+
     tree = tomllib.loads(_default_toml())
+    settings = Settings()
     for section in dataclasses.fields(Settings):
-        if section.name == "schema_version":
-            continue
-        keys = {
-            f.name
-            for f in dataclasses.fields(
-                section.type if isinstance(section.type, type) else getattr(Settings(), section.name)
-            )
-        }
-        assert keys == set(tree[section.name]), f"[{section.name}] in default.toml lacks or has extra keys"
+        if section.name != "schema_version":
+            compare(getattr(settings, section.name), tree[section.name], section.name)
 
 
 def test_layers_user_file_then_overrides(tmp_path):
@@ -121,13 +122,57 @@ def test_settings_changed_in_code_are_checked_too():
         settings.replace("output", overwrite="yes")
 
 
+def _leaf_fields(section, where):
+    """(dotted name, field) of every setting in a section and its sub-sections."""
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        if dataclasses.is_dataclass(value):
+            yield from _leaf_fields(value, f"{where}.{f.name}")
+        else:
+            yield f"{where}.{f.name}", f
+
+
 def test_every_numeric_and_endpoint_setting_declares_its_allowed_values():
     """A new setting cannot slip in unchecked: numbers and endpoints carry an explicit range or form."""
+    settings = Settings()
     for section in dataclasses.fields(Settings):
         if section.name == "schema_version":
             continue
-        for f in dataclasses.fields(getattr(Settings(), section.name)):
+        for name, f in _leaf_fields(getattr(settings, section.name), section.name):
             kind = str(f.type)
-            if "bool" in kind or ("str" in kind and "endpoint" not in f.name):
+            if "bool" in kind or "dict" in kind or ("str" in kind and "endpoint" not in f.name):
                 continue
-            assert "allowed" in f.metadata, f"{section.name}.{f.name} has no declared range: use _setting(...)"
+            assert "allowed" in f.metadata, f"{name} has no declared range: use _setting(...)"
+
+
+def test_nested_sections_and_free_tables_layer_like_the_others(tmp_path):
+    user = tmp_path / "scope.toml"
+    user.write_text(
+        '[camera.genicam]\ncti = "/opt/producer.cti"\nexposure_us = 5000\n'
+        "[camera.genicam.nodes]\nGain = 2.0\nReverseX = true\n"
+    )
+    s = load_settings(user, ["camera.genicam.nodes.Gain=3", "camera.genicam.device=SN42"])
+    assert s.camera.genicam.cti == "/opt/producer.cti" and s.camera.genicam.device == "SN42"
+    assert s.camera.genicam.exposure_us == 5000.0 and s.camera.genicam.frame_rate_hz is None
+    assert s.camera.genicam.nodes == {"Gain": 3, "ReverseX": True}
+    assert s.to_dict()["camera"]["genicam"]["nodes"] == {"Gain": 3, "ReverseX": True}
+    assert s.to_dict()["camera"]["genicam"]["roi_px"] == "auto"
+
+
+@pytest.mark.parametrize(
+    ("override", "fragment"),
+    [
+        ("camera.genicam.exposur_us=5", "unknown setting camera.genicam.exposur_us; valid keys in [camera.genicam]"),
+        ("camera.genicam=5", "[camera.genicam] must be a table of settings"),
+        ("camera.genicam.nodes.Gain=[1, 2]", "camera.genicam.nodes.Gain must be a number, a string or true/false"),
+        ("camera.genicam.roi_px=[0, 0, 64]", "camera.genicam.roi_px must be a list of 4 values"),
+        (
+            "camera.micromanager.binning=0",
+            "camera.micromanager.binning = 0 is not allowed: it must be between 1 and 64",
+        ),
+    ],
+)
+def test_bad_nested_settings_name_the_full_key(override, fragment):
+    with pytest.raises(SettingsError) as info:
+        load_settings(overrides=[override])
+    assert fragment in str(info.value)

@@ -56,6 +56,9 @@ class FakeSource:
             yield Frame(seq=seq, timestamp=seq * 0.01, data=self.image(seq), metadata={"i": seq})
         self.exhausted.set()
 
+    def stop(self):
+        self.pauses = {}
+
     def close(self):
         pass
 
