@@ -7,6 +7,7 @@ from .result_file import ResultFollower as ResultFollower
 from .result_file import Results as Results
 from .result_file import ResultWriter as ResultWriter
 from .result_file import load_results as load_results
+from .session import AnalysisError as AnalysisError
 from .session import AnalysisSession as AnalysisSession
 from .session import SessionStatus as SessionStatus
 from .session import run_analysis as run_analysis

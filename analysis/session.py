@@ -32,14 +32,16 @@ import numpy as np
 from plstream import __version__
 from plstream.analysis.analyzer import StreamingAnalyzer
 from plstream.analysis.camera import CameraModel, estimate_camera_model, resolve_camera_model
-from plstream.analysis.result_file import ResultWriter
+from plstream.analysis.result_file import ResultWriteError, ResultWriter
+from plstream.analysis.result_file.writer import check_destination
+from plstream.analysis.warmup import warm_up
 from plstream.config import Settings
 from plstream.stream.live.feed import LiveFeed
 from plstream.stream.live.history import LiveState
 from plstream.stream.messages import EndMessage, FrameMessage, HeartbeatMessage, StartMessage
 from plstream.stream.sequence import FrameVerdict, SequenceTracker
 
-__all__ = ["AnalysisSession", "SessionStatus", "StreamSilentError", "run_analysis"]
+__all__ = ["AnalysisError", "AnalysisSession", "SessionStatus", "StreamSilentError", "run_analysis"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,10 +53,20 @@ class StreamSilentError(RuntimeError):
     """The source stopped sending (no frames, no heartbeats) for longer than allowed."""
 
 
+class AnalysisError(RuntimeError):
+    """A stream that cannot be analyzed at all (e.g. frames too small); the message says why."""
+
+
 class _Subscriber(Protocol):
     counters: dict[str, int]
 
     def receive(self, timeout_s: float) -> Any: ...
+
+    def send_ready(self, run_uid: str) -> bool: ...
+
+    def send_heartbeat(self, run_uid: str, frames_received: int) -> bool: ...
+
+    def send_done(self, run_uid: str, frames_received: int) -> bool: ...
 
 
 @dataclass
@@ -102,10 +114,28 @@ class AnalysisSession:
         Result file to create.
     live : bool
         Keep a :class:`LiveState` for live viewers (:attr:`live`); off by default.
+    warm_up : bool
+        When a run starts, run the analysis on synthetic frames of its shape
+        and pixel type before saying it is ready (:meth:`is_ready`), so that
+        no kernel compiles while frames arrive (see :mod:`~plstream.analysis.warmup`).
+    on_event : callable, optional
+        Called with a short sentence when the session starts preparing a run
+        and when it is ready (e.g. to tell the user at the command line).
     """
 
-    def __init__(self, settings: Settings, output_path: str | Path, *, live: bool = False) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        output_path: str | Path,
+        *,
+        live: bool = False,
+        warm_up: bool = True,
+        on_event: Callable[[str], None] | None = None,
+    ) -> None:
         self._settings = settings
+        self._warm_up = warm_up
+        self._on_event = on_event
+        self._ready_runs: set[str] = set()
         self._output_path = Path(output_path)
         self.status = SessionStatus()
         self._source: dict[str, Any] = {}
@@ -182,6 +212,35 @@ class AnalysisSession:
         logger.info("stream started: %s, frames %s, %s", self._source.get("source", "?"), message.shape, message.dtype)
         if self._live_feed is not None:
             self._live_feed.describe_run(message.run_uid, message.shape, self._source)
+        self._prepare(message)
+
+    def _prepare(self, message: StartMessage) -> None:
+        """Check the output and compile the analysis for the run's frames; then the run is ready."""
+        try:
+            check_destination(self._output_path, self._settings.output.overwrite)
+        except OSError as exc:
+            raise ResultWriteError(str(exc), path=self._output_path) from exc
+        if self._warm_up:
+            rows, cols = message.shape
+            self._tell(
+                f"preparing the analysis of {rows}x{cols} {message.dtype} frames "
+                "(kernels are compiled once, then cached)..."
+            )
+            try:
+                elapsed = warm_up(self._settings, message.shape, message.dtype)
+            except ValueError as exc:
+                raise AnalysisError(f"the frames of this stream cannot be analyzed: {exc}") from exc
+            self._tell(f"analysis ready in {elapsed:.1f} s")
+        self._ready_runs.add(message.run_uid)
+
+    def _tell(self, sentence: str) -> None:
+        logger.info("%s", sentence)
+        if self._on_event is not None:
+            self._on_event(sentence)
+
+    def is_ready(self, run_uid: str) -> bool:
+        """Whether the session is ready for the frames of ``run_uid`` (its start was handled and prepared)."""
+        return run_uid in self._ready_runs
 
     def _on_frame(self, message: FrameMessage, verdict: FrameVerdict | None) -> None:
         if verdict is None or not verdict.accepted:
@@ -381,21 +440,29 @@ def run_analysis(
     source_alive: Callable[[], bool] | None = None,
     on_tick: Callable[[SessionStatus], None] | None = None,
     poll_s: float = 0.2,
+    heartbeat_interval_s: float = 1.0,
 ) -> str:
     """Receive and analyze until the stream ends; returns the end status for the result file.
+
+    The source is answered: ``ready`` once the session has prepared a run it
+    started, and a consumer heartbeat every ``heartbeat_interval_s``.
 
     Returns ``"complete"`` when the source ended the stream normally,
     ``"interrupted"`` when ``stop_event`` was set or the source was stopped, and
     raises :class:`StreamSilentError` when the source went silent for
     ``peer_timeout_s`` or its process died without ending the stream.
     """
-    last_message = time.monotonic()
+    last_message = last_beat = time.monotonic()
     warned = False
     while True:
         if stop_event is not None and stop_event.is_set():
             return "interrupted"
         message = subscriber.receive(poll_s)
         now = time.monotonic()
+        run_uid = session.sequence.run_uid
+        if run_uid is not None and session.is_ready(run_uid) and now - last_beat >= heartbeat_interval_s:
+            subscriber.send_heartbeat(run_uid, session.status.frames_received)
+            last_beat = now
         if message is None:
             silent = now - last_message
             if source_alive is not None and not source_alive() and silent > 1.0:
@@ -411,7 +478,11 @@ def run_analysis(
         else:
             last_message = now
             warned = False
-            if session.handle(message):
+            ended = session.handle(message)
+            if isinstance(message, StartMessage) and session.is_ready(message.run_uid):
+                subscriber.send_ready(message.run_uid)
+            if ended:
+                subscriber.send_done(message.run_uid, session.status.frames_received)
                 if on_tick is not None:
                     on_tick(session.status)
                 reason = session.status.end_reason

@@ -160,6 +160,15 @@ class _Recorder:
             self.acquired[message.seq] = float(message.timestamp)
         return message
 
+    def send_ready(self, run_uid: str) -> bool:
+        return self._subscriber.send_ready(run_uid)
+
+    def send_heartbeat(self, run_uid: str, frames_received: int) -> bool:
+        return self._subscriber.send_heartbeat(run_uid, frames_received)
+
+    def send_done(self, run_uid: str, frames_received: int) -> bool:
+        return self._subscriber.send_done(run_uid, frames_received)
+
 
 def _percentiles_ms(values: np.ndarray) -> list[str]:
     if values.size == 0:
@@ -187,7 +196,7 @@ def measure(
             context,
             "tcp://127.0.0.1:0",
             bind=True,
-            pattern="pull",
+            pattern="data",
             max_frame_bytes=int(settings.stream.max_frame_mb * 2**20),
         ) as subscriber,
     ):

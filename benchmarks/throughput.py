@@ -65,7 +65,7 @@ from plstream.analysis.session import SessionStatus
 from plstream.config import Settings
 from plstream.orchestration import analyze_with_source_process
 from plstream.source_spec import SourceSpec
-from plstream.stream import EndMessage, FrameMessage, FramePublisher, FrameSubscriber, publish
+from plstream.stream import EndMessage, FrameMessage, FramePublisher, FrameSubscriber, StartMessage, publish
 
 logger = logging.getLogger("benchmarks.throughput")
 
@@ -192,7 +192,7 @@ def transport_pass(movie: Path, n: int, settings: Settings) -> Pass:
             context,
             "tcp://127.0.0.1:0",
             bind=True,
-            pattern="pull",
+            pattern="data",
             max_frame_bytes=int(settings.stream.max_frame_mb * 2**20),
         ) as subscriber:
 
@@ -223,7 +223,10 @@ def transport_pass(movie: Path, n: int, settings: Settings) -> Pass:
                     last = time.perf_counter()
                     first = first or last
                     received += 1
+                elif isinstance(message, StartMessage):
+                    subscriber.send_ready(message.run_uid)  # the source waits for it before its first frame
                 elif isinstance(message, EndMessage):
+                    subscriber.send_done(message.run_uid, received)
                     break
             producer.join()
     if failure:

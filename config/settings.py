@@ -234,6 +234,7 @@ class StreamSettings:
     live_queue_frames: int = _setting(256, low=1)
     silence_warning_s: float = _setting(5.0, low=0, low_open=True)
     peer_timeout_s: float = _setting(60.0, low=0, low_open=True)
+    ready_timeout_s: float = _setting(600.0, low=0, low_open=True)
     max_frame_mb: float = _setting(256.0, low=0, high=65536, low_open=True)
     heartbeat_interval_s: float = _setting(1.0, low=0, low_open=True)
 

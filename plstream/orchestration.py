@@ -33,7 +33,7 @@ import zmq
 
 from plstream.acquire_adapters.base import InputError
 from plstream.analysis.result_file import ResultWriteError
-from plstream.analysis.session import AnalysisSession, SessionStatus, StreamSilentError, run_analysis
+from plstream.analysis.session import AnalysisError, AnalysisSession, SessionStatus, StreamSilentError, run_analysis
 from plstream.config import Settings
 from plstream.source_spec import SourceSpec, build_source
 from plstream.stream import FramePublisher, FrameSubscriber, LiveResultServer, publish
@@ -87,17 +87,24 @@ def publish_source(
     stop_event: Any,
     monitor_endpoint: str | None = None,
     progress: Callable[[dict[str, Any]], None] | None = None,
+    on_waiting: Callable[[float], None] | None = None,
 ) -> dict[str, Any]:
-    """Stream one source to ``endpoint`` until it ends or ``stop_event`` is set; returns the counters."""
+    """Stream one source to ``endpoint`` until it ends or ``stop_event`` is set; returns the counters.
+
+    The source is opened (a camera configured) first; its frames flow only
+    once the analyzer said it is ready (``on_waiting`` is told how long that
+    takes, about once a second).
+    """
     source = build_source(spec)
-    queue_frames = settings.stream.live_queue_frames if spec.live else None
+    live = spec.live or bool(source.describe().get("live"))
+    queue_frames = settings.stream.live_queue_frames if live else None
     with contextlib.closing(source), zmq.Context() as context:
         with FramePublisher(
             context,
             endpoint,
             bind=bind,
             send_hwm=settings.stream.send_hwm,
-            # PUSH has no acknowledgement: keep the last frames and the end message
+            # Nothing acknowledges a frame: keep the last frames and the end message
             # deliverable while the analyzer drains its queue (the parent bounds this wait).
             linger_ms=int(settings.stream.peer_timeout_s * 1000),
             monitor_endpoint=monitor_endpoint or None,
@@ -109,6 +116,8 @@ def publish_source(
                 heartbeat_interval_s=settings.stream.heartbeat_interval_s,
                 queue_frames=queue_frames,
                 progress=progress,
+                ready_timeout_s=settings.stream.ready_timeout_s,
+                on_waiting=on_waiting,
             )
 
 
@@ -167,6 +176,7 @@ def analyze_stream(
     on_live_ready: Callable[[str], None] | None = None,
     linger_s: float | None = None,
     context: zmq.Context | None = None,
+    on_event: Callable[[str], None] | None = None,
 ) -> AnalysisOutcome:
     """Analyze what ``subscriber`` receives into ``output_path``; always closes the file.
 
@@ -194,13 +204,15 @@ def analyze_stream(
         (default ``live.linger_s``).
     context : zmq.Context, optional
         Context for the live result socket (default: a private one).
+    on_event : callable, optional
+        Told when the analysis prepares for the stream and when it is ready (a sentence).
 
     Raises
     ------
     LiveEndpointError
         ``live_endpoint`` cannot be bound (nothing has been analyzed yet).
     """
-    session = AnalysisSession(settings, output_path, live=bool(live_endpoint))
+    session = AnalysisSession(settings, output_path, live=bool(live_endpoint), on_event=on_event)
     with contextlib.ExitStack() as serving:
         if live_endpoint:
             if context is None:
@@ -224,10 +236,11 @@ def analyze_stream(
                 peer_timeout_s=settings.stream.peer_timeout_s,
                 source_alive=source_alive,
                 on_tick=on_tick,
+                heartbeat_interval_s=settings.stream.heartbeat_interval_s,
             )
             if status == "error":
                 error = session.status.end_message or f"the source ended the stream with {session.status.end_reason!r}"
-        except (StreamSilentError, ResultWriteError) as exc:
+        except (StreamSilentError, ResultWriteError, AnalysisError) as exc:
             status, error = "error", str(exc)
         except KeyboardInterrupt:
             status = "interrupted"
@@ -261,6 +274,7 @@ def analyze_with_source_process(
     live_endpoint: str | None = None,
     on_live_ready: Callable[[str], None] | None = None,
     linger_s: float | None = None,
+    on_event: Callable[[str], None] | None = None,
 ) -> AnalysisOutcome:
     """Run the source in a spawned process and analyze its stream here (``run``, ``replay``).
 
@@ -276,7 +290,7 @@ def analyze_with_source_process(
             context,
             data_endpoint,
             bind=True,
-            pattern="pull",
+            pattern="data",
             max_frame_bytes=int(settings.stream.max_frame_mb * 2**20),
         ) as subscriber:
             process = mp.Process(
@@ -297,6 +311,7 @@ def analyze_with_source_process(
                     live_endpoint=live_endpoint,
                     on_live_ready=on_live_ready,
                     linger_s=linger_s,
+                    on_event=on_event,
                     context=context,
                 )
             finally:

@@ -1,3 +1,4 @@
+from .endpoints import StreamError as StreamError
 from .endpoints import is_loopback as is_loopback
 from .live import LIVE_STATES as LIVE_STATES
 from .live import LIVE_VERSION as LIVE_VERSION
@@ -24,7 +25,6 @@ from .messages import Message as Message
 from .messages import StartMessage as StartMessage
 from .publisher import ConsumerTimeout as ConsumerTimeout
 from .publisher import FramePublisher as FramePublisher
-from .publisher import StreamError as StreamError
 from .publisher import StreamStopped as StreamStopped
 from .publisher import publish as publish
 from .sequence import SequenceTracker as SequenceTracker

@@ -1,10 +1,44 @@
-"""ZeroMQ endpoints: which ones only this machine can reach."""
+"""ZeroMQ endpoints: binding or connecting with errors that say what to do, and which only this machine reaches."""
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 
-__all__ = ["is_loopback"]
+import zmq
+
+__all__ = ["StreamError", "attach", "is_loopback"]
+
+
+class StreamError(RuntimeError):
+    """A socket cannot be set up or used (address in use, bad endpoint, no consumer); the message says what to do."""
+
+
+_BAD_ENDPOINT = "write endpoints as tcp://HOST:PORT (e.g. tcp://127.0.0.1:5555) or ipc:///path/to/socket"
+_NOT_HERE = "that address is not on this machine; bind 127.0.0.1 (this machine only) or * (all interfaces)"
+_ENDPOINT_HINTS = {
+    errno.EADDRINUSE: "another program (perhaps another plstream) is using that port; stop it or choose another "
+    "port (a port of 0 picks a free one)",
+    errno.EINVAL: _BAD_ENDPOINT,
+    errno.EPROTONOSUPPORT: _BAD_ENDPOINT,
+    errno.EADDRNOTAVAIL: _NOT_HERE,
+    errno.ENODEV: _NOT_HERE,
+}
+
+
+def attach(socket: zmq.Socket, endpoint: str, *, bind: bool, role: str) -> str:
+    """Bind or connect ``socket``; return the actual endpoint (the port chosen for ``:0``)."""
+    try:
+        if bind:
+            socket.bind(endpoint)
+        else:
+            socket.connect(endpoint)
+    except zmq.ZMQError as exc:
+        hint = _ENDPOINT_HINTS.get(exc.errno, "check the endpoint")
+        verb = "bind" if bind else "connect"
+        raise StreamError(f"cannot {verb} the {role} socket to {endpoint}: {exc.strerror}; {hint}") from exc
+    last = socket.getsockopt(zmq.LAST_ENDPOINT)
+    return last.decode() if last else endpoint
 
 
 def is_loopback(endpoint: str) -> bool:

@@ -1,7 +1,10 @@
 """The wire schema: one frozen dataclass per message kind, and :data:`WIRE_VERSION`.
 
 A run on the wire is ``start``, then ``frame`` and ``heartbeat`` messages, then
-``end``. The field names and types here are the public contract documented in
+``end``, from the source to its consumer. The consumer answers on the same
+connection: ``ready`` once it can take frames of the run (its kernels
+compiled, its output checked), ``consumer_heartbeat`` now and then, so the
+source knows it is still there, and ``done`` once it has the ``end``. The field names and types here are the public contract documented in
 ``docs/wire_format.md``; ``tests/test_wire.py`` fails when the two drift apart.
 Encoding and validation live in :mod:`plstream.stream.wire`.
 
@@ -19,19 +22,28 @@ import numpy as np
 
 __all__ = [
     "ALLOWED_DTYPES",
+    "CONSUMER_KINDS",
     "END_REASONS",
+    "MAX_SEQ",
     "MESSAGE_TYPES",
+    "SOURCE_KINDS",
     "WIRE_VERSION",
+    "ConsumerHeartbeatMessage",
+    "DoneMessage",
     "EndMessage",
     "FrameMessage",
     "HeartbeatMessage",
     "Message",
+    "ReadyMessage",
     "StartMessage",
     "header_fields",
 ]
 
-WIRE_VERSION = 1
-"""Version of the wire format; every header carries it as ``v``."""
+WIRE_VERSION = 2
+"""Version of the wire format; every header carries it as ``v`` (history: ``docs/wire_format.md``)."""
+
+MAX_SEQ = 2**63 - 1
+"""Largest sequence number or frame count on the wire (it must fit a signed 64-bit integer)."""
 
 ALLOWED_DTYPES: tuple[str, ...] = ("uint8", "uint16", "uint32", "int16", "int32", "float32", "float64")
 """Pixel types a ``frame`` payload may have (numpy names; little-endian on the wire)."""
@@ -171,9 +183,94 @@ class HeartbeatMessage:
     counters: Counters
 
 
-Message = StartMessage | FrameMessage | EndMessage | HeartbeatMessage
+@dataclass(frozen=True)
+class ReadyMessage:
+    """Consumer to source: "I can take the frames of this run now" (answers its ``start``).
 
-MESSAGE_TYPES: dict[str, type] = {cls.kind: cls for cls in (StartMessage, FrameMessage, EndMessage, HeartbeatMessage)}
+    A source waits for it before it starts acquiring, so no frame arrives
+    while the consumer is still compiling kernels or opening its output.
+
+    Attributes
+    ----------
+    run_uid : str
+        The run the consumer is ready for.
+    timestamp : float
+        When it became ready, s since the Unix epoch (its clock).
+    """
+
+    kind: ClassVar[str] = "ready"
+
+    run_uid: str
+    timestamp: float
+
+
+@dataclass(frozen=True)
+class ConsumerHeartbeatMessage:
+    """Consumer to source, about once per heartbeat interval: "still here, and this is how far I got".
+
+    Attributes
+    ----------
+    run_uid : str
+        The run being consumed.
+    frames_received : int
+        Frames of the run the consumer has received so far.
+    timestamp : float
+        Send time, s since the Unix epoch (its clock).
+    """
+
+    kind: ClassVar[str] = "consumer_heartbeat"
+
+    run_uid: str
+    frames_received: int
+    timestamp: float
+
+
+@dataclass(frozen=True)
+class DoneMessage:
+    """Consumer to source: "I have the end of this run" (answers its ``end``).
+
+    The source keeps its connection open until then: a consumer that answers
+    a source which already closed its socket can lose the messages it has not
+    read yet (ZeroMQ drops a ROUTER's unread messages from a peer that is gone).
+
+    Attributes
+    ----------
+    run_uid : str
+        The run that ended.
+    frames_received : int
+        Frames of the run the consumer received.
+    timestamp : float
+        Send time, s since the Unix epoch (its clock).
+    """
+
+    kind: ClassVar[str] = "done"
+
+    run_uid: str
+    frames_received: int
+    timestamp: float
+
+
+Message = (
+    StartMessage | FrameMessage | EndMessage | HeartbeatMessage | ReadyMessage | ConsumerHeartbeatMessage | DoneMessage
+)
+
+SOURCE_KINDS = ("start", "frame", "heartbeat", "end")
+"""Message kinds a source sends."""
+CONSUMER_KINDS = ("ready", "consumer_heartbeat", "done")
+"""Message kinds a consumer sends back."""
+
+MESSAGE_TYPES: dict[str, type] = {
+    cls.kind: cls
+    for cls in (
+        StartMessage,
+        FrameMessage,
+        EndMessage,
+        HeartbeatMessage,
+        ReadyMessage,
+        ConsumerHeartbeatMessage,
+        DoneMessage,
+    )
+}
 """Message class of each ``kind``."""
 
 _PAYLOAD_HEADER_FIELDS = ("shape", "dtype")

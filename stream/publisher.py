@@ -1,15 +1,19 @@
-"""Sending a run: the lossless PUSH data socket, the lossy PUB monitor, and the producer loop.
+"""Sending a run: the lossless DEALER data socket, the lossy PUB monitor, and the producer loop.
 
 :class:`FramePublisher` owns the sockets; :func:`publish` drives one
 :class:`~plstream.acquire_adapters.base.FrameSource` through it. The data
 socket blocks when the consumer is slow, so a file replay is paced by the
 analyzer and never drops; a live camera cannot be paced, so :func:`publish`
 gives it a bounded queue and drops (and counts) the frames that find it full.
+
+The consumer answers on the same connection: :func:`publish` sends ``start``
+and waits for the consumer's ``ready`` before it takes the first frame from
+the source (a camera starts acquiring only then), and reads the consumer's
+heartbeats while it streams.
 """
 
 from __future__ import annotations
 
-import errno
 import logging
 import queue
 import threading
@@ -22,16 +26,27 @@ import numpy as np
 import zmq
 
 from plstream.stream import wire
-from plstream.stream.messages import EndMessage, FrameMessage, HeartbeatMessage, StartMessage
+from plstream.stream.endpoints import StreamError, attach
+from plstream.stream.messages import (
+    CONSUMER_KINDS,
+    ConsumerHeartbeatMessage,
+    DoneMessage,
+    EndMessage,
+    FrameMessage,
+    HeartbeatMessage,
+    ReadyMessage,
+    StartMessage,
+)
 
-if TYPE_CHECKING:  # only for annotations: acquire_adapters sits above stream in the import layers
+if TYPE_CHECKING:  # only for annotations (importing the adapters' package would load numpy-heavy modules)
     from plstream.acquire_adapters.base import Frame, FrameSource
 
-__all__ = ["ConsumerTimeout", "FramePublisher", "StreamError", "StreamStopped", "publish"]
+__all__ = ["ConsumerTimeout", "FramePublisher", "StreamStopped", "publish"]
 
 logger = logging.getLogger(__name__)
 
 _SEND_POLL_MS = 100  # a blocked send wakes up this often to check for a stop
+_CONSUMER_MESSAGE_BYTES = 65536  # the largest answer a consumer may send (they are a few hundred bytes)
 _STOPPED_END_TIMEOUT_S = 1.0  # how long a stopped run tries to deliver its end message
 _ERROR_END_TIMEOUT_S = 10.0
 _READER_JOIN_S = 2.0
@@ -40,47 +55,24 @@ _DROP_LOG_INTERVAL_S = 5.0
 StopCheck = Callable[[], bool]
 
 
-class StreamError(RuntimeError):
-    """A socket cannot be set up or used (address in use, bad endpoint, no consumer); the message says what to do."""
-
-
 class ConsumerTimeout(StreamError):
     """No consumer took a message within ``consumer_timeout_s``."""
+
+
+class ConsumerNotReady(StreamError):
+    """The consumer took the ``start`` but did not say ``ready`` within the time allowed."""
 
 
 class StreamStopped(Exception):
     """A send was abandoned because the producer was asked to stop."""
 
 
-_BAD_ENDPOINT = "write endpoints as tcp://HOST:PORT (e.g. tcp://127.0.0.1:5555) or ipc:///path/to/socket"
-_NOT_HERE = "that address is not on this machine; bind 127.0.0.1 (this machine only) or * (all interfaces)"
-_ENDPOINT_HINTS = {
-    errno.EADDRINUSE: "another program (perhaps another plstream) is using that port; stop it or choose another "
-    "port (a port of 0 picks a free one)",
-    errno.EINVAL: _BAD_ENDPOINT,
-    errno.EPROTONOSUPPORT: _BAD_ENDPOINT,
-    errno.EADDRNOTAVAIL: _NOT_HERE,
-    errno.ENODEV: _NOT_HERE,
-}
-
-
-def _attach(socket: zmq.Socket, endpoint: str, *, bind: bool, role: str) -> str:
-    """Bind or connect ``socket``; return the actual endpoint (the port chosen for ``:0``)."""
-    try:
-        if bind:
-            socket.bind(endpoint)
-        else:
-            socket.connect(endpoint)
-    except zmq.ZMQError as exc:
-        hint = _ENDPOINT_HINTS.get(exc.errno, "check the endpoint")
-        verb = "bind" if bind else "connect"
-        raise StreamError(f"cannot {verb} the {role} socket to {endpoint}: {exc.strerror}; {hint}") from exc
-    last = socket.getsockopt(zmq.LAST_ENDPOINT)
-    return last.decode() if last else endpoint
-
-
 class FramePublisher:
-    """Sends one run at a time: to a PUSH data socket and, optionally, to a PUB monitor socket.
+    """Sends one run at a time: to a DEALER data socket and, optionally, to a PUB monitor socket.
+
+    The data socket also receives what the consumer answers (``ready``,
+    ``consumer_heartbeat``): :meth:`poll_consumer` reads it without waiting,
+    :meth:`wait_ready` waits for the consumer to be ready for the open run.
 
     Parameters
     ----------
@@ -114,7 +106,10 @@ class FramePublisher:
     run_uid, last_seq : str or None, int
         The open run and the seq of its last frame sent (-1 if none).
     counters : dict
-        ``messages_sent``, ``frames_sent``, ``heartbeats``, ``blocked_s`` over the publisher's life.
+        ``messages_sent``, ``frames_sent``, ``heartbeats``, ``blocked_s``, ``consumer_messages``,
+        ``consumer_malformed`` over the publisher's life.
+    consumer_frames_received : int
+        Frames of the open run the consumer last said it had received (-1: not heard yet).
 
     Notes
     -----
@@ -143,18 +138,19 @@ class FramePublisher:
         self._clock = clock
         self._monitor: zmq.Socket | None = None
         self._monitor_endpoint: str | None = None
-        self._socket = context.socket(zmq.PUSH)
+        self._socket = context.socket(zmq.DEALER)
         try:
             self._socket.setsockopt(zmq.SNDHWM, send_hwm)
+            self._socket.setsockopt(zmq.MAXMSGSIZE, _CONSUMER_MESSAGE_BYTES)  # answers are a few bytes
             self._socket.setsockopt(zmq.LINGER, linger_ms)
             self._socket.setsockopt(zmq.SNDTIMEO, _SEND_POLL_MS)
-            self._endpoint = _attach(self._socket, endpoint, bind=bind, role="data")
+            self._endpoint = attach(self._socket, endpoint, bind=bind, role="data")
             if monitor_endpoint:
                 self._monitor = context.socket(zmq.PUB)
                 self._monitor.setsockopt(zmq.SNDHWM, monitor_hwm)
                 self._monitor.setsockopt(zmq.LINGER, 0)
                 self._monitor.setsockopt(zmq.MAXMSGSIZE, 65536)  # it only receives subscriptions
-                self._monitor_endpoint = _attach(self._monitor, monitor_endpoint, bind=True, role="monitor")
+                self._monitor_endpoint = attach(self._monitor, monitor_endpoint, bind=True, role="monitor")
         except BaseException:
             self.close()
             raise
@@ -162,6 +158,11 @@ class FramePublisher:
         self.last_seq = -1
         self.counters: dict[str, int | float] = {"messages_sent": 0, "frames_sent": 0, "heartbeats": 0}
         self.counters["blocked_s"] = 0.0
+        self.counters["consumer_messages"] = self.counters["consumer_malformed"] = 0
+        self._ready_runs: set[str] = set()
+        self._done_runs: set[str] = set()
+        self._heard_at: float | None = None
+        self.consumer_frames_received = -1
         self._closed = False
 
     # ------------------------------------------------------------------ endpoints
@@ -202,6 +203,7 @@ class FramePublisher:
         message = StartMessage(run_uid or uuid.uuid4().hex, description, shape, dtype, self._clock())
         parts = wire.encode(message)
         self.run_uid, self.last_seq = message.run_uid, -1
+        self.consumer_frames_received = -1
         self._send(parts, should_stop, timeout_s)
         return message.run_uid
 
@@ -211,7 +213,7 @@ class FramePublisher:
         metadata = {**frame.metadata, "t_pub": self._clock()}  # send time, for the analyzer's lag
         message = FrameMessage(run_uid, frame.seq, frame.timestamp, frame.data, metadata)
         self._send(wire.encode(message), should_stop, timeout_s)
-        self.last_seq = int(frame.seq)
+        self.last_seq = max(self.last_seq, int(frame.seq))
         self.counters["frames_sent"] += 1
 
     def send_end(
@@ -247,6 +249,107 @@ class FramePublisher:
         beat = HeartbeatMessage(run_uid, self.last_seq, self._clock(), merged)
         self._send(wire.encode(beat), should_stop, timeout_s)
         self.counters["heartbeats"] += 1
+
+    # ------------------------------------------------------------------ the consumer's answers
+    def poll_consumer(self) -> int:
+        """Read every message the consumer sent so far, without waiting; returns how many were read.
+
+        ``ready`` marks its run ready (:meth:`is_ready`); a ``consumer_heartbeat``
+        updates :attr:`consumer_frames_received`. Anything else is logged and
+        counted (``consumer_malformed``), never raised.
+        """
+        count = 0
+        while True:
+            try:
+                parts = self._socket.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return count
+            count += 1
+            try:
+                message = wire.decode(parts, max_frame_bytes=0)
+                if message.kind not in CONSUMER_KINDS:
+                    raise wire.ProtocolError(f"a consumer may send only {', '.join(CONSUMER_KINDS)}", kind=message.kind)
+            except wire.ProtocolError as exc:
+                self.counters["consumer_malformed"] += 1
+                logger.warning("skipped a malformed answer from the consumer at %s: %s", self._endpoint, exc)
+                continue
+            self.counters["consumer_messages"] += 1
+            self._heard_at = time.monotonic()
+            if isinstance(message, ReadyMessage):
+                self._ready_runs.add(message.run_uid)
+            elif isinstance(message, DoneMessage):
+                self._done_runs.add(message.run_uid)
+                if message.run_uid == self.run_uid:
+                    self.consumer_frames_received = message.frames_received
+            elif isinstance(message, ConsumerHeartbeatMessage) and message.run_uid == self.run_uid:
+                self.consumer_frames_received = message.frames_received
+
+    def is_ready(self, run_uid: str | None = None) -> bool:
+        """Whether the consumer said ``ready`` for ``run_uid`` (default: the open run)."""
+        return (run_uid or self.run_uid) in self._ready_runs
+
+    def wait_done(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for the consumer to confirm it has the end of the open run; True if it did.
+
+        Closing the socket before that can cost the consumer the messages it
+        has not read yet; a consumer that never answers only costs the wait.
+        """
+        run_uid = self._require_run()
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self.poll_consumer()
+            if run_uid in self._done_runs:
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._socket.poll(min(_SEND_POLL_MS, max(1, int(remaining * 1000))), zmq.POLLIN)
+
+    def consumer_silent_s(self) -> float | None:
+        """Seconds since the consumer last said anything (None: never heard from)."""
+        return None if self._heard_at is None else time.monotonic() - self._heard_at
+
+    def wait_ready(
+        self,
+        *,
+        timeout_s: float | None,
+        should_stop: StopCheck | None = None,
+        on_wait: Callable[[float], None] | None = None,
+    ) -> None:
+        """Wait until the consumer is ready for the open run.
+
+        Parameters
+        ----------
+        timeout_s : float or None
+            Give up after this long, s (None: wait as long as it takes).
+        should_stop : callable, optional
+            Checked every 0.1 s; raises :class:`StreamStopped` once true.
+        on_wait : callable, optional
+            Called with the seconds waited so far, about once a second (a progress line).
+
+        Raises
+        ------
+        ConsumerNotReady, StreamStopped
+        """
+        run_uid = self._require_run()
+        stop = should_stop if should_stop is not None else self.should_stop
+        started = last_report = time.monotonic()
+        while True:
+            self.poll_consumer()
+            if self.is_ready(run_uid):
+                return
+            now = time.monotonic()
+            if stop is not None and stop():
+                raise StreamStopped("stopped while waiting for the consumer to be ready")
+            if timeout_s is not None and now - started >= timeout_s:
+                raise ConsumerNotReady(
+                    f"the consumer at {self._endpoint} took the start of the run but was not ready within "
+                    f"{timeout_s:g} s (stream.ready_timeout_s); is the analyzer still preparing, or stuck?"
+                )
+            if on_wait is not None and now - last_report >= 1.0:
+                last_report = now
+                on_wait(now - started)
+            self._socket.poll(_SEND_POLL_MS, zmq.POLLIN)
 
     def _require_run(self) -> str:
         if self.run_uid is None:
@@ -316,6 +419,7 @@ class _SourceReader(threading.Thread):
         self.lossless = queue_frames is None
         self.frames: queue.Queue[Frame] = queue.Queue(maxsize=1 if queue_frames is None else queue_frames)
         self.produced = self.dropped = 0
+        self.last_dropped_seq = -1  # the highest seq dropped because the queue was full
         self.error: Exception | None = None
         self.finished = threading.Event()
         self._halt = threading.Event()
@@ -346,6 +450,7 @@ class _SourceReader(threading.Thread):
 
     def _drop(self, frame: Frame) -> None:
         self.dropped += 1
+        self.last_dropped_seq = max(self.last_dropped_seq, int(frame.seq))
         now = time.monotonic()
         if now - self._last_drop_log >= _DROP_LOG_INTERVAL_S:
             self._last_drop_log = now
@@ -378,8 +483,15 @@ def publish(
     heartbeat_interval_s: float = 1.0,
     queue_frames: int | None = None,
     progress: Callable[[dict[str, int | float]], None] | None = None,
+    ready_timeout_s: float | None = 600.0,
+    on_waiting: Callable[[float], None] | None = None,
+    done_timeout_s: float = 30.0,
 ) -> dict[str, int | float]:
-    """Stream every frame of ``source`` as one run: ``start``, frames, heartbeats, ``end``.
+    """Stream every frame of ``source`` as one run: ``start``, (the consumer's ``ready``), frames, heartbeats, ``end``.
+
+    No frame is taken from the source before the consumer said it is ready
+    for the run, so a camera starts acquiring only once its frames can be
+    analyzed.
 
     Parameters
     ----------
@@ -398,14 +510,24 @@ def publish(
         and counted (``dropped_queue_full``); downstream sees the seq gap.
     progress : callable, optional
         Called with a copy of the counters after every frame and heartbeat.
+    ready_timeout_s : float or None
+        How long to wait for the consumer's ``ready`` after the ``start`` was
+        taken, s (its first run compiles the analysis kernels: minutes on a
+        fresh install); None waits as long as it takes.
+    on_waiting : callable, optional
+        Called about once a second with the seconds waited for ``ready``.
+    done_timeout_s : float
+        After the ``end``, how long to wait for the consumer's ``done`` before
+        returning (the caller then closes the socket), s.
 
     Returns
     -------
     dict
         ``frames_produced``, ``frames_sent``, ``dropped_queue_full``,
         ``discarded_on_stop`` (taken from the source but not sent when a stop
-        came), ``heartbeats`` and ``blocked_s`` (time sends waited for the
-        consumer, s). The end message carries the same counters.
+        came), ``lost_in_source`` (seqs the source skipped: frames lost in a
+        camera or its driver), ``heartbeats`` and ``blocked_s`` (time sends
+        waited for the consumer, s). The end message carries the same counters.
 
     Raises
     ------
@@ -414,6 +536,8 @@ def publish(
         ``"error"`` and its message was sent.
     ConsumerTimeout
         When the publisher's ``consumer_timeout_s`` ran out (no end is sent).
+    ConsumerNotReady
+        When the consumer did not say ``ready`` within ``ready_timeout_s``.
     """
     if heartbeat_interval_s <= 0:
         raise ValueError(f"heartbeat_interval_s must be > 0, got {heartbeat_interval_s}")
@@ -430,6 +554,7 @@ def publish(
             "frames_produced": reader.produced,
             "frames_sent": sent,
             "dropped_queue_full": reader.dropped,
+            "lost_in_source": max(0, max(publisher.last_seq, reader.last_dropped_seq) + 1 - sent - reader.dropped),
             "heartbeats": beats,
             "blocked_s": blocked_s,
         }
@@ -439,12 +564,14 @@ def publish(
     description = source.describe()
     try:
         publisher.send_start(description, should_stop=should_stop)
+        publisher.wait_ready(timeout_s=ready_timeout_s, should_stop=should_stop, on_wait=on_waiting)
         reader.start()
         last_sent = time.monotonic()
         while True:
             if should_stop():
                 reason = "stopped"
                 break
+            publisher.poll_consumer()
             wait = min(0.1, max(0.0, last_sent + heartbeat_interval_s - time.monotonic()))
             try:
                 frame = reader.frames.get(timeout=wait)
@@ -471,20 +598,29 @@ def publish(
     finally:
         reader.halt()
     counters = snapshot()
-    n_frames = counters["frames_sent"] + counters["dropped_queue_full"]
-    counters["discarded_on_stop"] = counters["frames_produced"] - n_frames
+    taken = int(counters["frames_sent"]) + int(counters["dropped_queue_full"])
+    counters["discarded_on_stop"] = counters["frames_produced"] - taken
+    # The run accounts for every seq up to the highest one sent or dropped (the source's own count):
+    # seqs below it that the source never produced were lost in the camera or its driver.
+    n_frames = max(publisher.last_seq, reader.last_dropped_seq) + 1
+    counters["lost_in_source"] = max(0, n_frames - taken)
     if failure is not None:
         reason, message = "error", f"the frame source failed: {failure}"
         logger.error("%s; ending the run", message)
-        _send_end_quietly(publisher, reason, counters, message, n_frames, should_stop, _ERROR_END_TIMEOUT_S)
+        if _send_end_quietly(publisher, reason, counters, message, n_frames, should_stop, _ERROR_END_TIMEOUT_S):
+            publisher.wait_done(_ERROR_END_TIMEOUT_S)
         raise failure
     if reason == "stopped":
-        _send_end_quietly(publisher, reason, counters, "", n_frames, None, _STOPPED_END_TIMEOUT_S)
-    else:
-        try:
-            publisher.send_end(reason, counters, n_frames=n_frames, should_stop=should_stop)
-        except StreamStopped:  # every frame went out; a stop came while the end waited for the consumer
-            _send_end_quietly(publisher, reason, counters, "", n_frames, None, _STOPPED_END_TIMEOUT_S)
+        if _send_end_quietly(publisher, reason, counters, "", n_frames, None, _STOPPED_END_TIMEOUT_S):
+            publisher.wait_done(_STOPPED_END_TIMEOUT_S)
+        return counters
+    try:
+        publisher.send_end(reason, counters, n_frames=n_frames, should_stop=should_stop)
+        delivered = True
+    except StreamStopped:  # every frame went out; a stop came while the end waited for the consumer
+        delivered = _send_end_quietly(publisher, reason, counters, "", n_frames, None, _STOPPED_END_TIMEOUT_S)
+    if delivered and not publisher.wait_done(done_timeout_s):
+        logger.warning("the consumer did not confirm the end of the run within %.0f s", done_timeout_s)
     return counters
 
 
@@ -496,11 +632,13 @@ def _send_end_quietly(
     n_frames: int,
     should_stop: StopCheck | None,
     timeout_s: float,
-) -> None:
-    """Try to deliver the end of a run that did not complete; a missing consumer is logged, not raised."""
+) -> bool:
+    """Try to deliver the end of a run that did not complete; False (logged, not raised) when no consumer took it."""
     try:
         publisher.send_end(
             reason, counters, message, n_frames=n_frames, should_stop=should_stop or _never, timeout_s=timeout_s
         )
     except (StreamStopped, ConsumerTimeout):
         logger.warning("the end message (%s) could not be delivered: no consumer took it", reason)
+        return False
+    return True

@@ -1,7 +1,9 @@
-"""Receiving a run: decode, and skip and count malformed messages.
+"""Receiving a run: decode, skip and count malformed messages, and answer the source.
 
-:class:`FrameSubscriber` is a PULL socket (the analyzer: lossless, paces the
-producer) or a SUB socket on a publisher's monitor (a viewer: lossy). Either
+:class:`FrameSubscriber` is a ROUTER socket on the data stream (the analyzer:
+lossless, paces the producer, and answers it: :meth:`~FrameSubscriber.send_ready`,
+:meth:`~FrameSubscriber.send_heartbeat`) or a SUB socket on a publisher's
+monitor (a viewer: lossy, silent). Either
 way every frame carries its ``seq``; which frames never arrived is the
 consumer's :class:`~plstream.stream.sequence.SequenceTracker`'s to say (the
 analysis session has one), not the socket's.
@@ -15,15 +17,24 @@ import time
 import zmq
 
 from plstream.stream import wire
-from plstream.stream.messages import FrameMessage, HeartbeatMessage, Message
-from plstream.stream.publisher import _attach
+from plstream.stream.endpoints import attach
+from plstream.stream.messages import (
+    SOURCE_KINDS,
+    ConsumerHeartbeatMessage,
+    DoneMessage,
+    FrameMessage,
+    HeartbeatMessage,
+    Message,
+    ReadyMessage,
+    StartMessage,
+)
 
 __all__ = ["FrameSubscriber"]
 
 logger = logging.getLogger(__name__)
 
 _HEADER_ALLOWANCE_BYTES = 65536
-_PATTERNS = {"pull": zmq.PULL, "sub": zmq.SUB}
+_PATTERNS = {"data": zmq.ROUTER, "monitor": zmq.SUB}
 
 
 class FrameSubscriber:
@@ -38,8 +49,9 @@ class FrameSubscriber:
         free port; see :attr:`endpoint`).
     bind : bool
         Bind instead of connect.
-    pattern : {"pull", "sub"}
-        ``"pull"`` for the lossless data stream, ``"sub"`` for a publisher's monitor.
+    pattern : {"data", "monitor"}
+        ``"data"`` for the lossless data stream (ROUTER: it can answer the
+        source), ``"monitor"`` for a publisher's PUB monitor (SUB).
     receive_hwm : int
         Messages queued in this process before ZeroMQ stops reading from the peer.
     max_frame_bytes : int
@@ -49,7 +61,8 @@ class FrameSubscriber:
     Attributes
     ----------
     counters : dict
-        ``received`` (valid messages), ``frames``, ``malformed``, ``heartbeats``.
+        ``received`` (valid messages), ``frames``, ``malformed``, ``heartbeats``,
+        ``answers_sent``, ``answers_undelivered`` (its queue was full).
 
     Notes
     -----
@@ -65,25 +78,33 @@ class FrameSubscriber:
         endpoint: str,
         *,
         bind: bool = False,
-        pattern: str = "pull",
+        pattern: str = "data",
         receive_hwm: int = 8,
         max_frame_bytes: int = 2**31,
     ) -> None:
         if pattern not in _PATTERNS:
-            raise ValueError(f"pattern must be 'pull' (lossless analyzer) or 'sub' (monitor viewer), got {pattern!r}")
+            raise ValueError(f"pattern must be 'data' (lossless analyzer) or 'monitor' (viewer), got {pattern!r}")
         self._max_frame_bytes = int(max_frame_bytes)
+        self._routed = pattern == "data"
+        self._peers: dict[str, bytes] = {}  # run_uid -> the ROUTER identity of its source
         self._socket = context.socket(_PATTERNS[pattern])
         try:
             self._socket.setsockopt(zmq.LINGER, 0)
             self._socket.setsockopt(zmq.RCVHWM, receive_hwm)
             self._socket.setsockopt(zmq.MAXMSGSIZE, self._max_frame_bytes + _HEADER_ALLOWANCE_BYTES)
-            if pattern == "sub":
+            if pattern == "monitor":
                 self._socket.setsockopt(zmq.SUBSCRIBE, b"")
-            self._endpoint = _attach(self._socket, endpoint, bind=bind, role=f"{pattern.upper()} receive")
+            else:
+                # Not ROUTER_MANDATORY: with it, an answer sent to a source that is closing made libzmq 4.3
+                # discard that source's frames still unread (measured), e.g. the end of a run.
+                self._socket.setsockopt(zmq.SNDTIMEO, 0)
+            self._endpoint = attach(self._socket, endpoint, bind=bind, role=f"{pattern} receive")
         except BaseException:
             self._socket.close()
             raise
-        self.counters: dict[str, int] = dict.fromkeys(("received", "frames", "malformed", "heartbeats"), 0)
+        self.counters: dict[str, int] = dict.fromkeys(
+            ("received", "frames", "malformed", "heartbeats", "answers_sent", "answers_undelivered"), 0
+        )
 
     @property
     def endpoint(self) -> str:
@@ -111,8 +132,11 @@ class FrameSubscriber:
                 parts = self._socket.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 continue
+            identity = parts.pop(0).bytes if self._routed and parts else b""
             try:
                 message = wire.decode(parts, max_frame_bytes=self._max_frame_bytes)
+                if message.kind not in SOURCE_KINDS:
+                    raise wire.ProtocolError("a source may not send this kind", kind=message.kind)
             except wire.ProtocolError as exc:
                 self.counters["malformed"] += 1
                 logger.warning("skipped a malformed message from %s: %s", self._endpoint, exc)
@@ -122,7 +146,35 @@ class FrameSubscriber:
             finally:
                 del parts  # a frame's array keeps its own buffer alive; drop the rest now
             self._account(message)
+            if self._routed and (isinstance(message, StartMessage) or message.run_uid not in self._peers):
+                self._peers[message.run_uid] = identity
             return message
+
+    # ------------------------------------------------------------------ answering the source
+    def send_ready(self, run_uid: str) -> bool:
+        """Tell the source of ``run_uid`` that its frames can come; False if it could not be told."""
+        return self._answer(run_uid, ReadyMessage(run_uid, time.time()))
+
+    def send_heartbeat(self, run_uid: str, frames_received: int) -> bool:
+        """Tell the source of ``run_uid`` "still here, with this many of your frames"; False if it is gone."""
+        return self._answer(run_uid, ConsumerHeartbeatMessage(run_uid, int(frames_received), time.time()))
+
+    def send_done(self, run_uid: str, frames_received: int) -> bool:
+        """Tell the source of ``run_uid`` that its end arrived, so it may close; False if it could not be told."""
+        return self._answer(run_uid, DoneMessage(run_uid, int(frames_received), time.time()))
+
+    def _answer(self, run_uid: str, message: Message) -> bool:
+        identity = self._peers.get(run_uid)
+        if not self._routed or identity is None:
+            return False
+        try:
+            self._socket.send_multipart([identity, *wire.encode(message)], zmq.NOBLOCK)
+        except zmq.ZMQError as exc:  # EAGAIN: its queue is full (an answer to a source already gone just vanishes)
+            self.counters["answers_undelivered"] += 1
+            logger.debug("could not answer the source of run %s: %s", run_uid, exc)
+            return False
+        self.counters["answers_sent"] += 1
+        return True
 
     def _account(self, message: Message) -> None:
         self.counters["received"] += 1

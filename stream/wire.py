@@ -22,6 +22,7 @@ from plstream.stream._checks import Invalid, byte_view, mapping, pack, type_name
 from plstream.stream.messages import (
     ALLOWED_DTYPES,
     END_REASONS,
+    MAX_SEQ,
     MESSAGE_TYPES,
     WIRE_VERSION,
     FrameMessage,
@@ -75,12 +76,14 @@ def _run_uid(value: Any) -> str:
     return value
 
 
-def _integer(minimum: int) -> Callable[[Any], int]:
+def _integer(minimum: int, maximum: int = MAX_SEQ) -> Callable[[Any], int]:
     def check(value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
             raise Invalid(f"expected an integer, got {type_name(value)}")
         if value < minimum:
             raise Invalid(f"must be >= {minimum}, is {value}")
+        if value > maximum:
+            raise Invalid(f"must be <= {maximum}, is {value}")
         return int(value)
 
     return check
@@ -138,6 +141,7 @@ _VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "message": _string,
     "counters": _counters,
     "last_seq": _integer(-1),
+    "frames_received": _integer(0),
 }
 """One check per header field name; a name means the same thing in every kind."""
 
@@ -160,7 +164,7 @@ def encode(message: Message) -> list[Any]:
 
     Parameters
     ----------
-    message : StartMessage, FrameMessage, EndMessage or HeartbeatMessage
+    message : one of the classes of :mod:`plstream.stream.messages`
 
     Returns
     -------
@@ -226,7 +230,7 @@ def decode(parts: Sequence[Any], *, max_frame_bytes: int) -> Message:
 
     Returns
     -------
-    StartMessage, FrameMessage, EndMessage or HeartbeatMessage
+    one of the classes of :mod:`plstream.stream.messages`
         A frame's ``data`` is ``np.frombuffer(payload).reshape(shape)``: a view
         on the received buffer, no copy. It keeps that buffer (e.g. the
         ``zmq.Frame``) alive as long as the array is referenced, and may be

@@ -301,6 +301,7 @@ class SimulatedCamera:
         self._zx, self._zr = _sim_kernels.ziggurat_tables()
         self._half = int(math.ceil(5.0 * params.psf_sigma_px))
         self._max_adu = float(np.iinfo(np.dtype(params.dtype)).max)
+        self.render_frame(0)  # compiles the render kernels now, not while the camera's clock runs
 
     @property
     def truth(self) -> SimulationTruth:

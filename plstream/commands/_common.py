@@ -6,7 +6,6 @@ import argparse
 import datetime as _dt
 import logging
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,9 +23,9 @@ __all__ = [
     "print_evaluation",
     "report",
     "settings_from",
+    "tell",
     "truth_path_for",
     "wants_dashboard",
-    "warm_up",
     "with_simulation_flags",
 ]
 
@@ -133,14 +132,9 @@ def wants_dashboard(args: argparse.Namespace) -> bool:
     return True
 
 
-def warm_up() -> None:
-    """Compile (or load from cache) the analysis kernels before any frame flows."""
-    from plstream.analysis.warmup import compile_kernels
-
-    started = time.monotonic()
-    print("plstream: preparing the analysis kernels (compiled once, then cached)...", file=sys.stderr)
-    compile_kernels()
-    logger.info("kernels ready in %.1f s", time.monotonic() - started)
+def tell(sentence: str) -> None:
+    """What the analysis is doing, for the user (stderr)."""
+    print(f"plstream: {sentence}", file=sys.stderr, flush=True)
 
 
 # Command-line flags that override a [simulation] setting: flag attribute -> (setting, conversion).

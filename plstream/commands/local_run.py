@@ -23,9 +23,9 @@ from plstream.commands._common import (
     print_evaluation,
     report,
     settings_from,
+    tell,
     truth_path_for,
     wants_dashboard,
-    warm_up,
     with_simulation_flags,
 )
 from plstream.config import Settings
@@ -40,8 +40,7 @@ __all__ = ["replay", "run"]
 def _analyze_local_source(
     args: argparse.Namespace, spec: SourceSpec, settings: Settings, out: Path, truth: Path | None
 ) -> int:
-    """Warm up, analyze the source process's stream into ``out``, report and score against ``truth``."""
-    warm_up()
+    """Analyze the source process's stream into ``out``, report and score against ``truth``."""
     progress = ProgressLine()
     started = time.monotonic()
     live = live_endpoint(args, settings)
@@ -52,6 +51,7 @@ def _analyze_local_source(
         on_tick=progress,
         live_endpoint=live,
         on_live_ready=on_live_ready(live is not None and wants_dashboard(args)),
+        on_event=tell,
     )
     progress.finish(outcome.session_status)
     report(outcome, time.monotonic() - started)

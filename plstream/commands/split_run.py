@@ -17,7 +17,7 @@ from plstream.commands._common import (
     outcome_exit,
     report,
     settings_from,
-    warm_up,
+    tell,
     with_simulation_flags,
 )
 from plstream.errors import EXIT_INTERRUPTED, EXIT_OK
@@ -64,9 +64,20 @@ def acquire(args: argparse.Namespace) -> int:
                 flush=True,
             )
 
+    def waiting_for_analyzer(seconds: float) -> None:
+        if round(seconds) % 5 == 1:
+            print(f"plstream: waiting for the analyzer to be ready ({seconds:.0f} s)...", file=sys.stderr, flush=True)
+
     with stop_on_sigint(stop_event):
         counters = publish_source(
-            spec, endpoint, settings, bind=bind, stop_event=stop_event, monitor_endpoint=args.monitor, progress=progress
+            spec,
+            endpoint,
+            settings,
+            bind=bind,
+            stop_event=stop_event,
+            monitor_endpoint=args.monitor,
+            progress=progress,
+            on_waiting=waiting_for_analyzer,
         )
     print(f"plstream: source finished: {counters}")
     return EXIT_INTERRUPTED if stop_event.is_set() else EXIT_OK
@@ -83,14 +94,13 @@ def analyze(args: argparse.Namespace) -> int:
     check_output(out, settings)
     bind = args.bind is not None
     endpoint = args.bind or args.connect or settings.stream.endpoint
-    warm_up()
     print(f"plstream: analyzing the stream {'bound at' if bind else 'from'} {endpoint}; Ctrl-C stops", file=sys.stderr)
     stop_event = threading.Event()
     progress = ProgressLine()
     started = time.monotonic()
     with zmq.Context() as context, stop_on_sigint(stop_event):
         with FrameSubscriber(
-            context, endpoint, bind=bind, pattern="pull", max_frame_bytes=int(settings.stream.max_frame_mb * 2**20)
+            context, endpoint, bind=bind, pattern="data", max_frame_bytes=int(settings.stream.max_frame_mb * 2**20)
         ) as subscriber:
             outcome = analyze_stream(
                 subscriber,
@@ -101,6 +111,7 @@ def analyze(args: argparse.Namespace) -> int:
                 live_endpoint=live_endpoint(args, settings),
                 on_live_ready=on_live_ready(open_dashboard=False),
                 context=context,
+                on_event=tell,
             )
     progress.finish(outcome.session_status)
     report(outcome, time.monotonic() - started)

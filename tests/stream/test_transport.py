@@ -93,12 +93,21 @@ def publish_to(endpoint, source, **kwargs):
         context.destroy(linger=0)
 
 
-def receive_run(subscriber, *, per_message=None, max_messages=10_000):
-    """Receive until ``end``; returns all messages (frames' data copied)."""
-    messages = []
+def receive_run(subscriber, *, per_message=None, max_messages=10_000, messages=None, answer=True):
+    """Receive until ``end``; returns all messages (frames' data copied).
+
+    With ``answer``, it says ``ready`` to each start and ``done`` to the end, as a consumer
+    does (a source sending with ``publish`` waits for both); without, it stays silent (for
+    tests that send with the publisher's own methods and close it before this reads).
+    """
+    messages = [] if messages is None else messages
     for _ in range(max_messages):
         message = subscriber.receive(RECEIVE_S)
         assert message is not None, f"nothing received for {RECEIVE_S} s; got {len(messages)} messages"
+        if answer and isinstance(message, StartMessage):
+            assert subscriber.send_ready(message.run_uid)
+        if answer and isinstance(message, EndMessage):
+            assert subscriber.send_done(message.run_uid, len(frames_of(messages)))
         if isinstance(message, FrameMessage):
             message = FrameMessage(**{**message.__dict__, "data": message.data.copy()})
         messages.append(message)
@@ -124,7 +133,7 @@ def tracked(messages, tracker=None):
 @pytest.fixture
 def analyzer(context):
     """A bound PULL subscriber, as the analyzer in ``plstream run``."""
-    with FrameSubscriber(context, ANY_PORT, bind=True, pattern="pull", receive_hwm=2) as subscriber:
+    with FrameSubscriber(context, ANY_PORT, bind=True, pattern="data", receive_hwm=2) as subscriber:
         yield subscriber
 
 
@@ -168,8 +177,8 @@ def test_heartbeats_are_sent_while_the_source_is_idle(analyzer):
 def test_two_viewers_on_the_pub_monitor_both_receive_frames(context, analyzer):
     with (
         FramePublisher(context, analyzer.endpoint, bind=False, monitor_endpoint=ANY_PORT) as publisher,
-        FrameSubscriber(context, publisher.monitor_endpoint, pattern="sub") as viewer1,
-        FrameSubscriber(context, publisher.monitor_endpoint, pattern="sub") as viewer2,
+        FrameSubscriber(context, publisher.monitor_endpoint, pattern="monitor") as viewer1,
+        FrameSubscriber(context, publisher.monitor_endpoint, pattern="monitor") as viewer2,
     ):
         publisher.send_start(FakeSource().describe())
         assert isinstance(analyzer.receive(RECEIVE_S), StartMessage)
@@ -211,7 +220,7 @@ def test_skipped_late_and_repeated_seqs_over_the_wire(context, analyzer):
         for seq in (0, 1, 2, 5, 6, 4, 9, 6):
             publisher.send_frame(Frame(seq, 0.0, np.zeros((32, 48), np.uint16)))
         publisher.send_end("complete", {}, n_frames=12)
-    messages = receive_run(analyzer)
+    messages = receive_run(analyzer, answer=False)  # the publisher is closed: answering it could cost messages
     assert [f.seq for f in frames_of(messages)] == [0, 1, 2, 5, 6, 4, 9, 6]  # the socket delivers all
     sequence = tracked(messages)
     assert sequence.gaps == [(3, 3), (7, 8), (10, 11)]  # the late frame 4 shrank the gap (3, 4)
@@ -236,7 +245,7 @@ def test_each_run_is_accounted_on_its_own(context, analyzer):
 
 
 def test_malformed_messages_are_counted_and_the_stream_goes_on(context, analyzer, caplog):
-    raw = context.socket(zmq.PUSH)
+    raw = context.socket(zmq.DEALER)
     raw.setsockopt(zmq.LINGER, 0)
     raw.connect(analyzer.endpoint)
 
@@ -293,8 +302,10 @@ def test_blocked_send_raises_stream_stopped_or_consumer_timeout(context):
 def test_live_mode_queue_overflow_is_counted_and_matches_the_gaps(analyzer):
     source = FakeSource(n=120, shape=(512, 512))  # 512 kB frames, so socket buffers hold few
     producer = Background(publish_to, analyzer.endpoint, source, queue_frames=2, send_hwm=1)
-    assert source.exhausted.wait(JOIN_S), "the source never finished"  # the consumer is absent meanwhile
-    messages = receive_run(analyzer)
+    start = analyzer.receive(RECEIVE_S)
+    assert isinstance(start, StartMessage) and analyzer.send_ready(start.run_uid)
+    assert source.exhausted.wait(JOIN_S), "the source never finished"  # the consumer reads nothing meanwhile
+    messages = receive_run(analyzer, messages=[start])
     producer.join()
     counters = producer.result
     assert counters["frames_sent"] + counters["dropped_queue_full"] == counters["frames_produced"] == 120

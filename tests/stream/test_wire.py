@@ -176,7 +176,7 @@ def _rejects(parts, match: str, max_frame_bytes: int = MAX) -> ProtocolError:
 
 
 def test_other_wire_versions_are_rejected_naming_both():
-    error = _rejects(_with_header(encode(START), v=2), "version 2")
+    error = _rejects(_with_header(encode(START), v=1), "version 1")
     assert f"version {WIRE_VERSION}" in str(error)
 
 
@@ -186,6 +186,7 @@ def test_other_wire_versions_are_rejected_naming_both():
         ({"kind": "stop"}, "unknown kind"),
         ({"seq": _DELETE}, "'seq' is missing"),
         ({"seq": -1}, "'seq'.*>= 0"),
+        ({"seq": 2**63}, "'seq'.*<= 9223372036854775807"),
         ({"seq": True}, "'seq'.*integer"),
         ({"seq": 1.0}, "'seq'.*integer"),
         ({"timestamp": "now"}, "'timestamp'"),
