@@ -196,7 +196,8 @@ def encode(message: Message) -> list[Any]:
             data = np.ascontiguousarray(data, dtype=wire_dtype)
         header["shape"] = list(data.shape)
         header["dtype"] = data.dtype.name
-        payload = memoryview(data).cast("B")
+        # ndarray.data is memoryview(data); numpy's stubs declare ndarray a Buffer only for Python >= 3.12
+        payload = data.data.cast("B")
     header.update(_check_fields(kind, header, seq))
     try:
         header_bytes = pack(header)
