@@ -177,7 +177,7 @@ def encode(message: Message) -> list[Any]:
         msgpack cannot carry.
     """
     kind = getattr(type(message), "kind", None)
-    if MESSAGE_TYPES.get(kind) is not type(message):
+    if not isinstance(kind, str) or MESSAGE_TYPES.get(kind) is not type(message):
         raise ProtocolError(f"cannot encode a {type(message).__name__}; expected one of the stream message classes")
     header: dict[str, Any] = {"v": WIRE_VERSION, "kind": kind}
     header.update((f.name, getattr(message, f.name)) for f in fields(message) if f.name != "data")
