@@ -380,7 +380,7 @@ def decode_update(parts: Sequence[Any], *, max_bytes: int) -> LiveUpdate:
             "ask for fewer rows with a smaller max_frames",
             kind="update",
         )
-    arrays: dict[str, np.ndarray] = {}
+    arrays: dict[str, Any] = {}  # LiveUpdate's array fields, named at run time like ``values``
     for index, ((name, dtype, shape), size) in enumerate(zip(specs, sizes), start=1):
         buffer = _byte_view(parts[index], index, "update")
         if buffer.nbytes != size:
