@@ -72,7 +72,9 @@ def _attach(socket: zmq.Socket, endpoint: str, *, bind: bool, role: str) -> str:
         else:
             socket.connect(endpoint)
     except zmq.ZMQError as exc:
-        hint = _ENDPOINT_HINTS.get(exc.errno, "check the endpoint")
+        hint = "check the endpoint"
+        if exc.errno is not None:  # pyzmq types errno as optional
+            hint = _ENDPOINT_HINTS.get(exc.errno, hint)
         verb = "bind" if bind else "connect"
         raise StreamError(f"cannot {verb} the {role} socket to {endpoint}: {exc.strerror}; {hint}") from exc
     last = socket.getsockopt(zmq.LAST_ENDPOINT)
