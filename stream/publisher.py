@@ -77,8 +77,7 @@ def _attach(socket: zmq.Socket, endpoint: str, *, bind: bool, role: str) -> str:
             hint = _ENDPOINT_HINTS.get(exc.errno, hint)
         verb = "bind" if bind else "connect"
         raise StreamError(f"cannot {verb} the {role} socket to {endpoint}: {exc.strerror}; {hint}") from exc
-    last = socket.getsockopt(zmq.LAST_ENDPOINT)
-    return last.decode() if last else endpoint
+    return socket.getsockopt_string(zmq.LAST_ENDPOINT) or endpoint
 
 
 class FramePublisher:
