@@ -471,7 +471,8 @@ def publish(
     finally:
         reader.halt()
     counters = snapshot()
-    n_frames = counters["frames_sent"] + counters["dropped_queue_full"]
+    # both are int counts; the dict's values are typed int | float for blocked_s
+    n_frames = int(counters["frames_sent"]) + int(counters["dropped_queue_full"])
     counters["discarded_on_stop"] = counters["frames_produced"] - n_frames
     if failure is not None:
         reason, message = "error", f"the frame source failed: {failure}"
