@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import numpy as np
 from numba import njit
+from numpy.typing import NDArray
 from scipy import stats
 
 __all__ = ["CameraModel", "estimate_camera_model", "resolve_camera_model", "to_photons"]
@@ -211,7 +212,7 @@ def estimate_camera_model(frames: np.ndarray, *, assumed_read_noise_e: float = 1
     if frames.shape[1] * frames.shape[2] == 0:
         raise ValueError(f"frames are empty, shape {frames.shape}")
     r2 = float(assumed_read_noise_e) ** 2
-    mean = np.empty(frames.shape[1:], dtype=np.float64)
+    mean: NDArray[np.float64] = np.empty(frames.shape[1:], dtype=np.float64)  # (H, W), then raveled
     var = np.empty_like(mean)
     for r0 in range(0, frames.shape[1], 32):  # row blocks keep the float64 copy small
         block = frames[:, r0 : r0 + 32].astype(np.float64)

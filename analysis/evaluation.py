@@ -31,11 +31,18 @@ _FULLY_ON = 0.999
 
 
 class _Truth(Protocol):
-    positions_xy: np.ndarray  # (E, 2) reference-frame px
-    drift_xy: np.ndarray  # (T, 2)
-    rotation_deg: np.ndarray  # (T,)
-    on_fraction: np.ndarray  # (T, E)
-    photons: np.ndarray  # (T, E)
+    """What :func:`evaluate` reads of a simulation's truth (read-only: the truth is a frozen dataclass)."""
+
+    @property
+    def positions_xy(self) -> np.ndarray: ...  # (E, 2) reference-frame px
+    @property
+    def drift_xy(self) -> np.ndarray: ...  # (T, 2)
+    @property
+    def rotation_deg(self) -> np.ndarray: ...  # (T,)
+    @property
+    def on_fraction(self) -> np.ndarray: ...  # (T, E)
+    @property
+    def photons(self) -> np.ndarray: ...  # (T, E)
 
     def positions_in_frame(self, t: int) -> np.ndarray: ...
 

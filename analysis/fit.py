@@ -233,7 +233,8 @@ def fit_spots(
         parallel=parallel,
         no_signal_snr=no_signal_snr,
     )
-    return SpotFits(*params.T.copy(), crlb, loglik, iterations, status)
+    x, y, photons, sigma, background = params.T.copy()  # PARAMETER_NAMES order, each row contiguous
+    return SpotFits(x, y, photons, sigma, background, crlb, loglik, iterations, status)
 
 
 def fit_spots_into(

@@ -324,7 +324,7 @@ class AnalysisSession:
             self._camera.read_noise_e,
             ", ".join(f"{k}: {v}" for k, v in self._camera.origin.items()),
         )
-        self._analyzer = StreamingAnalyzer(self._settings, shape, self._camera)  # type: ignore[arg-type]
+        self._analyzer = StreamingAnalyzer(self._settings, shape, self._camera)
         self._writer = ResultWriter(
             self._output_path,
             run_info={
@@ -335,7 +335,7 @@ class AnalysisSession:
             },
             flush_interval_s=self._settings.output.flush_interval_s,
             overwrite=self._settings.output.overwrite,
-            frame_shape=shape,  # type: ignore[arg-type]
+            frame_shape=shape,
         )
         self._gaps_written = -1
         self._record_gaps()

@@ -313,8 +313,9 @@ class Settings:
 
 def _check_type(where: str, value: Any, annotation: Any) -> None:
     """Raise SettingsError unless ``value`` has the setting's type (bool is not a number, an int is a float)."""
+    section, key = where.split(".", 1)
     try:
-        coerced = _coerce(*where.split(".", 1), value, annotation)
+        coerced = _coerce(section, key, value, annotation)
     except SettingsError as exc:
         raise SettingsError(f"{exc} (in code: Settings.replace or a section built by hand)") from None
     if coerced != value and not (value is None or isinstance(value, (int, float))):

@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import math
+from typing import overload
 
 import numpy as np
 
 __all__ = ["median_where_on", "peak_decimate", "robust_levels", "run_outline", "spot_map", "state_counts"]
 
 
+@overload
+def peak_decimate(
+    y: np.ndarray, max_points: int, companion: None = None, *, companion_mode: str = "any"
+) -> tuple[np.ndarray, np.ndarray, None]: ...
+@overload
+def peak_decimate(
+    y: np.ndarray, max_points: int, companion: np.ndarray, *, companion_mode: str = "any"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+@overload
+def peak_decimate(
+    y: np.ndarray, max_points: int, companion: np.ndarray | None = None, *, companion_mode: str = "any"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]: ...
 def peak_decimate(
     y: np.ndarray, max_points: int, companion: np.ndarray | None = None, *, companion_mode: str = "any"
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:

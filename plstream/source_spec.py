@@ -52,7 +52,7 @@ class SourceSpec:
 def simulation_params(sim: SimulationSettings) -> SimulationParams:
     """The simulator's parameters for the ``[simulation]`` settings."""
     return SimulationParams(
-        shape=tuple(sim.shape_px),
+        shape=sim.shape_px,
         n_frames=sim.n_frames,
         n_emitters=sim.n_emitters,
         photons_per_frame=sim.photons_per_frame,

@@ -34,11 +34,12 @@ def attach(socket: zmq.Socket, endpoint: str, *, bind: bool, role: str) -> str:
         else:
             socket.connect(endpoint)
     except zmq.ZMQError as exc:
-        hint = _ENDPOINT_HINTS.get(exc.errno, "check the endpoint")
+        hint = "check the endpoint"
+        if exc.errno is not None:  # pyzmq types errno as optional
+            hint = _ENDPOINT_HINTS.get(exc.errno, hint)
         verb = "bind" if bind else "connect"
         raise StreamError(f"cannot {verb} the {role} socket to {endpoint}: {exc.strerror}; {hint}") from exc
-    last = socket.getsockopt(zmq.LAST_ENDPOINT)
-    return last.decode() if last else endpoint
+    return socket.getsockopt_string(zmq.LAST_ENDPOINT) or endpoint
 
 
 def is_loopback(endpoint: str) -> bool:

@@ -4,8 +4,9 @@ A run on the wire is ``start``, then ``frame`` and ``heartbeat`` messages, then
 ``end``, from the source to its consumer. The consumer answers on the same
 connection: ``ready`` once it can take frames of the run (its kernels
 compiled, its output checked), ``consumer_heartbeat`` now and then, so the
-source knows it is still there, and ``done`` once it has the ``end``. The field names and types here are the public contract documented in
-``docs/wire_format.md``; ``tests/test_wire.py`` fails when the two drift apart.
+source knows it is still there, and ``done`` once it has the ``end``. The
+field names and types here are the public contract documented in
+``docs/wire_format.md``; ``tests/stream/test_wire.py`` fails when the two drift apart.
 Encoding and validation live in :mod:`plstream.stream.wire`.
 
 Any incompatible change (a field renamed, removed, retyped or made required,

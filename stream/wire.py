@@ -181,7 +181,7 @@ def encode(message: Message) -> list[Any]:
         msgpack cannot carry.
     """
     kind = getattr(type(message), "kind", None)
-    if MESSAGE_TYPES.get(kind) is not type(message):
+    if not isinstance(kind, str) or MESSAGE_TYPES.get(kind) is not type(message):
         raise ProtocolError(f"cannot encode a {type(message).__name__}; expected one of the stream message classes")
     header: dict[str, Any] = {"v": WIRE_VERSION, "kind": kind}
     header.update((f.name, getattr(message, f.name)) for f in fields(message) if f.name != "data")
@@ -200,7 +200,8 @@ def encode(message: Message) -> list[Any]:
             data = np.ascontiguousarray(data, dtype=wire_dtype)
         header["shape"] = list(data.shape)
         header["dtype"] = data.dtype.name
-        payload = memoryview(data).cast("B")
+        # ndarray.data is memoryview(data); numpy's stubs declare ndarray a Buffer only for Python >= 3.12
+        payload = data.data.cast("B")
     header.update(_check_fields(kind, header, seq))
     try:
         header_bytes = pack(header)

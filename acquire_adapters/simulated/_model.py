@@ -17,6 +17,7 @@ from scipy import special, stats
 from plstream.acquire_adapters.simulated import _kernels as _sim_kernels
 
 __all__ = [
+    "BackgroundTables",
     "background_tables",
     "blink",
     "draw_brightness",
@@ -30,6 +31,9 @@ __all__ = [
 TABLE_MAX_PHOTONS = 200.0
 _MAX_LEVELS = 128
 _LEVEL_STEP = 1.0 / 128.0  # finest quantization of the background map (photons)
+
+BackgroundTables = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int, np.ndarray, np.ndarray]
+"""``(quantized, level, adu_prob, adu_alias, adu_low, electron_prob, electron_alias)``; see background_tables."""
 
 
 def place_emitters(
@@ -226,7 +230,7 @@ def illumination_background(shape: tuple[int, int], background_photons: float, e
 
 def background_tables(
     background: np.ndarray, offset_adu: float, gain_adu_per_e: float, read_noise_adu: float, max_adu: float
-):
+) -> BackgroundTables:
     """Quantize a background map and tabulate, per level, the distribution of a background-only pixel's value.
 
     A pixel with background ``b`` and no spot reads

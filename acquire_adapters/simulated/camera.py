@@ -214,7 +214,7 @@ class SimulationParams:
         return values
 
 
-def _build(params: SimulationParams, seed: int) -> tuple[SimulationTruth, tuple[np.ndarray, ...]]:
+def _build(params: SimulationParams, seed: int) -> tuple[SimulationTruth, _sim_model.BackgroundTables]:
     """The truth of a movie and the background tables its noise kernel reads."""
     streams = [np.random.default_rng(child) for child in np.random.SeedSequence(seed).spawn(5)]
     rng_pos, rng_bright, rng_blink, rng_drift, rng_rot = streams

@@ -174,8 +174,11 @@ def _attr_value(value: Any) -> Any:
 
 def _read_commit(f: h5py.File) -> dict[str, Any]:
     """The commit record as a dict (frames, spots, gaps, flush_unix_s, writer_closed)."""
+    names = layout.COMMIT_DTYPE.names
+    if names is None:  # numpy types .names as optional: only a structured dtype has fields
+        raise TypeError("layout.COMMIT_DTYPE must be a structured dtype (one field per commit counter)")
     rec = f[layout.COMMIT_PATH][()]
-    return {name: rec[name].item() for name in layout.COMMIT_DTYPE.names}
+    return {name: rec[name].item() for name in names}
 
 
 def _json_attr(attrs: dict[str, Any], key: str) -> dict[str, Any]:

@@ -86,6 +86,7 @@ def run_dashboard(
     if connect is not None:  # a screenshot with a short timeout must not wait long on one request
         feed: StreamFeed | FileFeed = StreamFeed(connect, timeout_s=min(2.0, max(0.25, timeout_s / 4)))
     else:
+        assert result_path is not None  # exactly one of connect and result_path was given (checked above)
         feed = FileFeed(Path(result_path))
     window = DashboardWindow(model, feed, redraw_hz=redraw_hz)
     feed.start(model)

@@ -85,7 +85,7 @@ class ImagePanel(QtWidgets.QWidget):
         self._labels: list[pg.TextItem] = []
         self._levels: dict[str, tuple[float, float]] = {}
         self._levels_at: dict[str, float] = {}
-        self._image_key: tuple = ()
+        self._image_key: tuple[str, int, int] | tuple[()] = ()  # (kind, version, session) of the image shown
         self._spots_key: tuple = ()
         self._spot_xy = np.zeros((0, 2))
         self._labels_dirty = True
@@ -112,8 +112,9 @@ class ImagePanel(QtWidgets.QWidget):
     @property
     def levels(self) -> tuple[float, float] | None:
         """Colour levels (low, high) of the image shown (None before the first image)."""
-        kind = self._image_key[0] if self._image_key else None
-        return self._levels.get(kind)
+        if not self._image_key:
+            return None
+        return self._levels.get(self._image_key[0])
 
     @property
     def n_labels(self) -> int:
@@ -210,7 +211,7 @@ class ImagePanel(QtWidgets.QWidget):
         size = self._fit_marker_size()
         (x0, x1), (y0, y1) = self.view.viewRange()
         xy = self._spot_xy
-        inside = (
+        inside: np.ndarray | list[int] = (
             np.flatnonzero((xy[:, 0] >= x0) & (xy[:, 0] <= x1) & (xy[:, 1] >= y0) & (xy[:, 1] <= y1)) if len(xy) else []
         )
         show = len(inside) <= self.label_limit

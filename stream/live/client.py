@@ -156,12 +156,14 @@ class LiveResultClient:
         try:
             socket.send_multipart([envelope, *parts], zmq.NOBLOCK)
         except zmq.Again:  # the send queue is full: the server has not read for a while
-            return self._timed_out()
+            self._timed_out()
+            return None
         self.counters["requests"] += 1
         while True:
             remaining_ms = round((deadline - time.monotonic()) * 1000)
             if remaining_ms <= 0 or not socket.poll(remaining_ms, zmq.POLLIN):
-                return self._timed_out()
+                self._timed_out()
+                return None
             try:
                 reply = socket.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
@@ -189,7 +191,6 @@ class LiveResultClient:
         self.counters["timeouts"] += 1
         logger.debug("no live reply from %s within %.1f s; reconnecting", self._endpoint, self._timeout_s)
         self._drop_socket()  # lazy pirate: a late reply must not answer the next request
-        return None
 
     def close(self) -> None:
         """Close the socket; safe to call more than once."""

@@ -99,8 +99,10 @@ class LiveFeed:
     def describe_run(self, run_uid: str, shape: tuple[int, ...], source: dict[str, Any]) -> None:
         """The run description, once the stream has started (``source``: the source's describe() dict)."""
         rate = source.get("frame_rate_hz")
-        valid_rate = isinstance(rate, (int, float)) and not isinstance(rate, bool) and rate > 0
-        self._frame_rate_hz = float(rate) if valid_rate else None
+        if isinstance(rate, (int, float)) and not isinstance(rate, bool) and rate > 0:
+            self._frame_rate_hz = float(rate)
+        else:
+            self._frame_rate_hz = None
         self.state.update_info(
             run_uid=run_uid,
             shape=[int(n) for n in shape],

@@ -151,10 +151,11 @@ class LiveResultServer:
             try:
                 socket.bind(self._requested_endpoint)
             except zmq.ZMQError as exc:
-                hint = _BIND_HINTS.get(exc.errno, f"cannot be bound ({exc.strerror}); pick another with --live")
+                hint = f"cannot be bound ({exc.strerror}); pick another with --live"
+                if exc.errno is not None:  # pyzmq types errno as optional
+                    hint = _BIND_HINTS.get(exc.errno, hint)
                 raise LiveEndpointError(exc.errno, f"live result endpoint {self._requested_endpoint} {hint}") from exc
-            last = socket.getsockopt(zmq.LAST_ENDPOINT)
-            resolved = last.decode() if last else self._requested_endpoint
+            resolved = socket.getsockopt_string(zmq.LAST_ENDPOINT) or self._requested_endpoint
         except BaseException:
             socket.close(linger=0)
             raise

@@ -329,7 +329,8 @@ def encode_update(upd: LiveUpdate) -> list[Any]:
             continue
         array = _wire_array(name, value)
         arrays.append([name, array.dtype.name, list(array.shape)])
-        payloads.append(memoryview(array).cast("B") if array.size else b"")
+        # ndarray.data is memoryview(array); numpy's stubs declare ndarray a Buffer only for Python >= 3.12
+        payloads.append(array.data.cast("B") if array.size else b"")
     header["arrays"] = arrays
     encoded = _pack(header, "update")
     if len(encoded) > MAX_UPDATE_HEADER_BYTES:
@@ -379,7 +380,7 @@ def decode_update(parts: Sequence[Any], *, max_bytes: int) -> LiveUpdate:
             "ask for fewer rows with a smaller max_frames",
             kind="update",
         )
-    arrays: dict[str, np.ndarray] = {}
+    arrays: dict[str, Any] = {}  # LiveUpdate's array fields, named at run time like ``values``
     for index, ((name, dtype, shape), size) in enumerate(zip(specs, sizes), start=1):
         buffer = _byte_view(parts[index], index, "update")
         if buffer.nbytes != size:
