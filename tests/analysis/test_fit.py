@@ -236,7 +236,7 @@ def test_integer_shift_invariance(noisy_frame):
     big = np.pad(image, 10, mode="reflect")
     shifted = big[3 : 3 + image.shape[0], 7 : 7 + image.shape[1]]  # content moves by (+7, +3) in (x, y)
     a = fit_spots(big[10:-10, 10:-10], centers, sigma_init=1.2, roi_size=7)
-    b = fit_spots(shifted, np.asarray(centers) + [3.0, 7.0], sigma_init=1.2, roi_size=7)
+    b = fit_spots(shifted, np.asarray(centers) + np.array([3.0, 7.0]), sigma_init=1.2, roi_size=7)
     np.testing.assert_array_equal(a.status, b.status)
     np.testing.assert_allclose(b.x - a.x, 3.0, atol=1e-6)
     np.testing.assert_allclose(b.y - a.y, 7.0, atol=1e-6)
