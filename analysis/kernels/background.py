@@ -2,15 +2,18 @@
 
 The image is cut into tiles (row and column edges given); each tile gets a
 robust level, and the levels are interpolated back onto the image grid.
-Kernels write into arrays the caller allocated; each has a ``_parallel`` twin
-that spreads bands of tiles (or blocks of rows) over numba's threads with
-identical results. Images are (H, W), x = column, y = row.
+Kernels write into arrays the caller allocated. The three public kernels
+are written once and compiled twice (:mod:`.twins`): serial, and a
+``_parallel`` twin that spreads the iterations of their ``prange`` loop
+(bands of tiles, or blocks of rows) over numba's threads, with identical
+results. Images are (H, W), x = column, y = row.
 """
 
 import numpy as np
 from numba import njit, prange
 
 from plstream.analysis.kernels.shared import ROWS_PER_BLOCK, row_blocks, select_kth
+from plstream.analysis.kernels.twins import serial_and_parallel
 
 
 @njit(cache=True, nogil=True)
@@ -39,7 +42,6 @@ def _tile_medians_band(image, n_map, row_edges, col_edges, stride, out, ty):
         out[ty, tx] = select_kth(buf[tx], k, k // 2) if k > 0 else np.nan
 
 
-@njit(cache=True, nogil=True)
 def tile_medians(image, n_map, row_edges, col_edges, stride, out):
     """Median of each tile, from every ``stride``-th row and column (a quick robust level).
 
@@ -48,15 +50,11 @@ def tile_medians(image, n_map, row_edges, col_edges, stride, out):
     whose sampled pixels are all unobserved is sampled fully). For an even
     count the upper median is taken. NaN for a tile without observed pixels.
     """
-    for ty in range(row_edges.size - 1):
-        _tile_medians_band(image, n_map, row_edges, col_edges, stride, out, ty)
-
-
-@njit(cache=True, nogil=True, parallel=True)
-def tile_medians_parallel(image, n_map, row_edges, col_edges, stride, out):
-    """:func:`tile_medians`, bands of tiles spread over numba's threads."""
     for ty in prange(row_edges.size - 1):
         _tile_medians_band(image, n_map, row_edges, col_edges, stride, out, ty)
+
+
+tile_medians, tile_medians_parallel = serial_and_parallel(tile_medians, cache=True, nogil=True)
 
 
 @njit(cache=True, nogil=True)
@@ -95,7 +93,6 @@ def _column_tiles(col_edges, width):
     return col_tile
 
 
-@njit(cache=True, nogil=True)
 def tile_clipped_means(image, reference, n_map, read_variance, row_edges, col_edges, clip, rounds, out):
     """Sigma-clipped mean of ``image - reference`` in each tile (spots clipped away).
 
@@ -106,16 +103,11 @@ def tile_clipped_means(image, reference, n_map, read_variance, row_edges, col_ed
     none gets 0.
     """
     col_tile = _column_tiles(col_edges, image.shape[1])
-    for ty in range(row_edges.size - 1):  # row-major sweeps of one band of tiles (cache friendly)
+    for ty in prange(row_edges.size - 1):  # row-major sweeps of one band of tiles (cache friendly)
         _clipped_band(image, reference, n_map, read_variance, row_edges, col_tile, clip, rounds, out, ty)
 
 
-@njit(cache=True, nogil=True, parallel=True)
-def tile_clipped_means_parallel(image, reference, n_map, read_variance, row_edges, col_edges, clip, rounds, out):
-    """:func:`tile_clipped_means`, bands of tiles spread over numba's threads."""
-    col_tile = _column_tiles(col_edges, image.shape[1])
-    for ty in prange(row_edges.size - 1):
-        _clipped_band(image, reference, n_map, read_variance, row_edges, col_tile, clip, rounds, out, ty)
+tile_clipped_means, tile_clipped_means_parallel = serial_and_parallel(tile_clipped_means, cache=True, nogil=True)
 
 
 @njit(cache=True, nogil=True)
@@ -147,21 +139,17 @@ def _upsample_rows(tmp, row_index, row_weight, out, start, stop):
             y[c] = w0 * t0[c] + w1 * t1[c] + w2 * t2[c] + w3 * t3[c]
 
 
-@njit(cache=True, nogil=True)
 def cubic_upsample(grid, row_index, row_weight, col_index, col_weight, tmp, out):
     """Separable 4-tap interpolation of a small grid onto the image.
 
     ``out[r, c] = sum_a sum_b row_weight[r, a] col_weight[c, b]
-    grid[row_index[r] + a, col_index[c] + b]``; ``tmp`` is (grid rows, W).
+    grid[row_index[r] + a, col_index[c] + b]``; ``tmp`` is (grid rows, W). The rows are
+    interpolated in blocks of ``ROWS_PER_BLOCK``.
     """
-    _upsample_columns(grid, col_index, col_weight, tmp)
-    _upsample_rows(tmp, row_index, row_weight, out, 0, out.shape[0])
-
-
-@njit(cache=True, nogil=True, parallel=True)
-def cubic_upsample_parallel(grid, row_index, row_weight, col_index, col_weight, tmp, out):
-    """:func:`cubic_upsample`, rows spread over numba's threads."""
     _upsample_columns(grid, col_index, col_weight, tmp)
     height = out.shape[0]
     for b in prange(row_blocks(height)):
         _upsample_rows(tmp, row_index, row_weight, out, b * ROWS_PER_BLOCK, min((b + 1) * ROWS_PER_BLOCK, height))
+
+
+cubic_upsample, cubic_upsample_parallel = serial_and_parallel(cubic_upsample, cache=True, nogil=True)

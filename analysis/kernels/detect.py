@@ -1,11 +1,12 @@
 """Numba kernels for spot detection (numpy, numba and math only).
 
 All kernels write into arrays the caller allocated. Images are (H, W),
-x = column, y = row, pixel centres at integers. Kernels over the image have a
-``_parallel`` twin: both cut the rows into the same blocks of
-``ROWS_PER_BLOCK`` (running sums restart at each block), so their results are
-identical; the twin spreads the blocks over numba's threads. The background
-map's kernels are in ``background``.
+x = column, y = row, pixel centres at integers. Kernels over the image cut
+the rows into blocks of ``ROWS_PER_BLOCK`` (running sums restart at each
+block) and loop over the blocks with ``prange``; each is compiled twice
+(:mod:`.twins`): serial, and a ``_parallel`` twin that spreads the blocks
+over numba's threads, with identical results. The background map's kernels
+are in ``background``.
 """
 
 import math
@@ -14,6 +15,7 @@ import numpy as np
 from numba import njit, prange
 
 from plstream.analysis.kernels.shared import ROWS_PER_BLOCK, delta_erf, row_blocks
+from plstream.analysis.kernels.twins import serial_and_parallel
 
 
 # ----------------------------------------------------------------------------- input checks
@@ -58,25 +60,17 @@ def _reduce_stats(per_block):
     return out
 
 
-@njit(cache=True, nogil=True)
 def map_stats(image, n_map):
     """One pass over the inputs of detection: ``[non-finite image pixels, invalid n, pixels with n > 0,
     smallest n > 0, largest n]`` (float64; n may be any real or integer type)."""
     nb = row_blocks(image.shape[0])
     per_block = np.empty((nb, 5))
-    for b in range(nb):
-        _stats_rows(image, n_map, b * ROWS_PER_BLOCK, min((b + 1) * ROWS_PER_BLOCK, image.shape[0]), per_block[b])
-    return _reduce_stats(per_block)
-
-
-@njit(cache=True, nogil=True, parallel=True)
-def map_stats_parallel(image, n_map):
-    """:func:`map_stats` over numba's threads."""
-    nb = row_blocks(image.shape[0])
-    per_block = np.empty((nb, 5))
     for b in prange(nb):
         _stats_rows(image, n_map, b * ROWS_PER_BLOCK, min((b + 1) * ROWS_PER_BLOCK, image.shape[0]), per_block[b])
     return _reduce_stats(per_block)
+
+
+map_stats, map_stats_parallel = serial_and_parallel(map_stats, cache=True, nogil=True)
 
 
 @njit(cache=True, nogil=True)
@@ -219,7 +213,6 @@ def _gauss_box_cols(row_gauss, row_box, taps, box_half, out_gauss, out_box, star
         _box_col_step(row_box, box_half, r, acc)
 
 
-@njit(cache=True, nogil=True)
 def correlate_gauss_box(src, taps, box_half, out_gauss, out_box, row_gauss, row_box):
     """Zero-padded correlations with a symmetric separable kernel and with a box.
 
@@ -229,27 +222,6 @@ def correlate_gauss_box(src, taps, box_half, out_gauss, out_box, row_gauss, row_
     sums run down each block of ``ROWS_PER_BLOCK`` rows.
     """
     height = src.shape[0]
-    for b in range(row_blocks(height)):
-        _gauss_box_rows(
-            src, taps, box_half, row_gauss, row_box, b * ROWS_PER_BLOCK, min((b + 1) * ROWS_PER_BLOCK, height)
-        )
-    for b in range(row_blocks(height)):
-        _gauss_box_cols(
-            row_gauss,
-            row_box,
-            taps,
-            box_half,
-            out_gauss,
-            out_box,
-            b * ROWS_PER_BLOCK,
-            min((b + 1) * ROWS_PER_BLOCK, height),
-        )
-
-
-@njit(cache=True, nogil=True, parallel=True)
-def correlate_gauss_box_parallel(src, taps, box_half, out_gauss, out_box, row_gauss, row_box):
-    """:func:`correlate_gauss_box`, blocks of rows spread over numba's threads (same results)."""
-    height = src.shape[0]
     for b in prange(row_blocks(height)):
         _gauss_box_rows(
             src, taps, box_half, row_gauss, row_box, b * ROWS_PER_BLOCK, min((b + 1) * ROWS_PER_BLOCK, height)
@@ -265,6 +237,9 @@ def correlate_gauss_box_parallel(src, taps, box_half, out_gauss, out_box, row_ga
             b * ROWS_PER_BLOCK,
             min((b + 1) * ROWS_PER_BLOCK, height),
         )
+
+
+correlate_gauss_box, correlate_gauss_box_parallel = serial_and_parallel(correlate_gauss_box, cache=True, nogil=True)
 
 
 @njit(cache=True, nogil=True)
@@ -297,7 +272,6 @@ def _energy_cols(rows_g, rows_g2, rows_box, taps, taps2, box_half, sums, row_off
         _box_col_step(rows_box, box_half, r, acc)
 
 
-@njit(cache=True, nogil=True)
 def kernel_energy(n_map, taps, box_half, unseen_weight, sums, row_offset, col_offset, q):
     """``q = sum_j k'_j^2 / n_j`` for a per-pixel frame-count map (float64).
 
@@ -314,44 +288,6 @@ def kernel_energy(n_map, taps, box_half, unseen_weight, sums, row_offset, col_of
     rows_g = np.empty((height, width))
     rows_g2 = np.empty((height, width))
     rows_box = np.empty((height, width))
-    for b in range(row_blocks(height)):
-        _energy_rows(
-            n_map,
-            taps,
-            taps2,
-            box_half,
-            unseen_weight,
-            rows_g,
-            rows_g2,
-            rows_box,
-            b * ROWS_PER_BLOCK,
-            min((b + 1) * ROWS_PER_BLOCK, height),
-        )
-    for b in range(row_blocks(height)):
-        _energy_cols(
-            rows_g,
-            rows_g2,
-            rows_box,
-            taps,
-            taps2,
-            box_half,
-            sums,
-            row_offset,
-            col_offset,
-            q,
-            b * ROWS_PER_BLOCK,
-            min((b + 1) * ROWS_PER_BLOCK, height),
-        )
-
-
-@njit(cache=True, nogil=True, parallel=True)
-def kernel_energy_parallel(n_map, taps, box_half, unseen_weight, sums, row_offset, col_offset, q):
-    """:func:`kernel_energy`, blocks of rows spread over numba's threads (same results)."""
-    height, width = n_map.shape
-    taps2 = taps * taps
-    rows_g = np.empty((height, width))
-    rows_g2 = np.empty((height, width))
-    rows_box = np.empty((height, width))
     for b in prange(row_blocks(height)):
         _energy_rows(
             n_map,
@@ -380,6 +316,9 @@ def kernel_energy_parallel(n_map, taps, box_half, unseen_weight, sums, row_offse
             b * ROWS_PER_BLOCK,
             min((b + 1) * ROWS_PER_BLOCK, height),
         )
+
+
+kernel_energy, kernel_energy_parallel = serial_and_parallel(kernel_energy, cache=True, nogil=True)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -484,7 +423,6 @@ def _significance_rows(
             )
 
 
-@njit(cache=True, nogil=True)
 def significance(f_gauss, f_box, sums, q_map, core, background, n_map, read_variance, sum_k3, threshold, z, z_test):
     """Zero-mean matched-filter significance, and its skewness-corrected twin.
 
@@ -501,31 +439,6 @@ def significance(f_gauss, f_box, sums, q_map, core, background, n_map, read_vari
     of F, ``sum_k3 * bg / n^2 / V^1.5`` (capped at 1) (Cornish-Fisher;
     elsewhere ``z_test = z``).
     """
-    height = z.shape[0]
-    for b in range(row_blocks(height)):
-        _significance_rows(
-            f_gauss,
-            f_box,
-            sums,
-            q_map,
-            core,
-            background,
-            n_map,
-            read_variance,
-            sum_k3,
-            threshold,
-            z,
-            z_test,
-            b * ROWS_PER_BLOCK,
-            min((b + 1) * ROWS_PER_BLOCK, height),
-        )
-
-
-@njit(cache=True, nogil=True, parallel=True)
-def significance_parallel(
-    f_gauss, f_box, sums, q_map, core, background, n_map, read_variance, sum_k3, threshold, z, z_test
-):
-    """:func:`significance`, blocks of rows spread over numba's threads (same results)."""
     height = z.shape[0]
     for b in prange(row_blocks(height)):
         _significance_rows(
@@ -544,6 +457,9 @@ def significance_parallel(
             b * ROWS_PER_BLOCK,
             min((b + 1) * ROWS_PER_BLOCK, height),
         )
+
+
+significance, significance_parallel = serial_and_parallel(significance, cache=True, nogil=True)
 
 
 @njit(cache=True, nogil=True)
@@ -609,7 +525,6 @@ def _gather_maxima(block_rows, block_cols, block_count, rows, cols):
     return count
 
 
-@njit(cache=True, nogil=True)
 def local_maxima(z, z_test, threshold, radius, border, rows, cols):
     """Pixels that are the maximum of z in their (2 radius + 1)^2 window and significant.
 
@@ -618,30 +533,6 @@ def local_maxima(z, z_test, threshold, radius, border, rows, cols):
     order. Writes row and column indices in raster order; returns how many
     (``rows`` must hold ``ceil(H/(radius+1)) * ceil(W/(radius+1))``).
     """
-    height, width = z.shape
-    nb = row_blocks(height)
-    cap = -(-ROWS_PER_BLOCK // (radius + 1)) * -(-width // (radius + 1))
-    block_rows = np.empty((nb, cap), dtype=np.int64)
-    block_cols = np.empty((nb, cap), dtype=np.int64)
-    block_count = np.empty(nb, dtype=np.int64)
-    for b in range(nb):
-        block_count[b] = _maxima_rows(
-            z,
-            z_test,
-            threshold,
-            radius,
-            border,
-            block_rows[b],
-            block_cols[b],
-            b * ROWS_PER_BLOCK,
-            min((b + 1) * ROWS_PER_BLOCK, height),
-        )
-    return _gather_maxima(block_rows, block_cols, block_count, rows, cols)
-
-
-@njit(cache=True, nogil=True, parallel=True)
-def local_maxima_parallel(z, z_test, threshold, radius, border, rows, cols):
-    """:func:`local_maxima`, blocks of rows spread over numba's threads (same results)."""
     height, width = z.shape
     nb = row_blocks(height)
     cap = -(-ROWS_PER_BLOCK // (radius + 1)) * -(-width // (radius + 1))
@@ -661,6 +552,9 @@ def local_maxima_parallel(z, z_test, threshold, radius, border, rows, cols):
             min((b + 1) * ROWS_PER_BLOCK, height),
         )
     return _gather_maxima(block_rows, block_cols, block_count, rows, cols)
+
+
+local_maxima, local_maxima_parallel = serial_and_parallel(local_maxima, cache=True, nogil=True)
 
 
 @njit(cache=True, nogil=True)

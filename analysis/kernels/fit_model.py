@@ -27,14 +27,17 @@ alone and holds these kernels compiled in; after editing this module, touch
 """
 
 import math
+from typing import Any
 
 from numba import njit
 
-LEAN = {"cache": True, "nogil": True, "_nrt": False}  # njit options of the kernels that allocate nothing
+# njit options of the kernels that allocate nothing (typed dict[str, Any]: numba's stub for njit
+# names each option with its own type, and has no _nrt)
+LEAN: dict[str, Any] = {"cache": True, "nogil": True, "_nrt": False}
 # ... and of the per-pixel loops: fused multiply-add allowed (a * b + c rounded once). Only
 # "contract": no reassociation (so no run-to-run or serial/parallel differences) and no
 # finite-math assumptions (NaN checks stay valid). About a quarter off the pixel loop.
-LEAN_FMA = {**LEAN, "fastmath": {"contract"}}
+LEAN_FMA: dict[str, Any] = {**LEAN, "fastmath": {"contract"}}
 
 N_PARAMS = 5
 IX, IY, IN, IS, IB = 0, 1, 2, 3, 4

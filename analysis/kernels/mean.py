@@ -6,6 +6,8 @@ Convention: reference pixel (r, c) shows up at frame pixel (r + shift_y, c + shi
 import numpy as np
 from numba import njit, prange
 
+from plstream.analysis.kernels.twins import serial_and_parallel
+
 _ROWS_PER_BLOCK = 16
 
 
@@ -60,20 +62,21 @@ def ingest_rows(raw, offset, gain, photons, total, sum_photons, shift_x, shift_y
                 acc[c] += add_raw[c]
 
 
-@njit(cache=True, nogil=True)
 def ingest(raw, offset, gain, photons, total, sum_photons, shift_x, shift_y):
-    """:func:`ingest_rows` over the whole frame, on the calling thread."""
-    ingest_rows(raw, offset, gain, photons, total, sum_photons, shift_x, shift_y, 0, raw.shape[0])
+    """:func:`ingest_rows` over the whole frame, in blocks of ``_ROWS_PER_BLOCK`` rows.
 
-
-@njit(cache=True, nogil=True, parallel=True)
-def ingest_parallel(raw, offset, gain, photons, total, sum_photons, shift_x, shift_y):
-    """:func:`ingest_rows` in blocks of rows spread over numba's threads (same results)."""
+    ``ingest`` runs the blocks in order on the calling thread, ``ingest_parallel``
+    spreads them over numba's threads (same results: each frame row is its own
+    reference row).
+    """
     height = raw.shape[0]
     for block in prange((height + _ROWS_PER_BLOCK - 1) // _ROWS_PER_BLOCK):
         start = block * _ROWS_PER_BLOCK
         stop = min(start + _ROWS_PER_BLOCK, height)
         ingest_rows(raw, offset, gain, photons, total, sum_photons, shift_x, shift_y, start, stop)
+
+
+ingest, ingest_parallel = serial_and_parallel(ingest, cache=True, nogil=True)
 
 
 @njit(cache=True, nogil=True)
