@@ -88,7 +88,7 @@ def warm_up(settings: Settings, shape: tuple[int, int], dtype: str | np.dtype) -
     rng = np.random.default_rng(0)
     with_spots = _synthetic_frame(shape, pixel_type, rng)
     without_spots = _synthetic_frame(shape, pixel_type, rng, spots=False)
-    camera = CameraModel(offset_adu=100.0, gain_adu_per_e=1.0, read_noise_e=1.0, origin={"warm-up": "synthetic"})
+    camera = CameraModel(offset_adu=100.0, gain_adu_per_e=1.0, read_noise_e=1.0, origin={})
     analyzer = StreamingAnalyzer(settings, shape, camera)
     for t in range(_frames_to_cover(settings)):
         frame = without_spots if t in _NO_SPOT_FRAMES else with_spots
@@ -102,4 +102,4 @@ def warm_up(settings: Settings, shape: tuple[int, int], dtype: str | np.dtype) -
 
 def compile_kernels(settings: Settings | None = None) -> None:
     """Compile every analysis kernel on a small uint16 movie (e.g. after installing, to fill numba's cache)."""
-    warm_up(settings or Settings(), (300, 300), np.uint16)
+    warm_up(settings or Settings(), (300, 300), np.dtype(np.uint16))
