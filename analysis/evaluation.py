@@ -19,6 +19,7 @@ __all__ = ["ACCEPTANCE_BARS", "Evaluation", "evaluate"]
 
 #: The acceptance bars of the foundation issue: metric -> (comparison, bound).
 ACCEPTANCE_BARS: dict[str, tuple[str, float]] = {
+    "frames_analyzed_fraction": (">=", 1.0),
     "recall": (">=", 0.98),
     "precision": (">=", 0.98),
     "drift_rmse_px": ("<=", 0.05),
@@ -51,6 +52,9 @@ class _Truth(Protocol):
 class Evaluation:
     """Accuracy of one analysis against ground truth (units: px, photons, fractions)."""
 
+    n_frames_truth: int
+    n_frames_analyzed: int
+    frames_analyzed_fraction: float
     n_true: int
     n_found: int
     n_matched: int
@@ -82,6 +86,7 @@ class Evaluation:
     def table(self) -> str:
         """A small text table with each metric and, where one exists, its bar."""
         rows = [
+            ("frames analyzed / in the movie", f"{self.n_frames_analyzed} / {self.n_frames_truth}", "all"),
             ("spots found / true / matched", f"{self.n_found} / {self.n_true} / {self.n_matched}", ""),
             ("recall", f"{self.recall:.4f}", ">= 0.98"),
             ("precision", f"{self.precision:.4f}", ">= 0.98"),
@@ -181,7 +186,12 @@ def evaluate(results: Any, truth: _Truth, *, match_radius_px: float = 1.0) -> Ev
     else:
         accuracy = float("nan")
 
+    n_movie = int(truth.drift_xy.shape[0])
+    n_analyzed = int(np.unique(frames).size)
     return Evaluation(
+        n_frames_truth=n_movie,
+        n_frames_analyzed=n_analyzed,
+        frames_analyzed_fraction=n_analyzed / n_movie if n_movie else float("nan"),
         n_true=n_true,
         n_found=n_found,
         n_matched=n_matched,

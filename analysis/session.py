@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -39,13 +40,14 @@ from plstream.config import Settings
 from plstream.stream.live.feed import LiveFeed
 from plstream.stream.live.history import LiveState
 from plstream.stream.messages import EndMessage, FrameMessage, HeartbeatMessage, StartMessage
-from plstream.stream.sequence import FrameVerdict, SequenceTracker
+from plstream.stream.sequence import FrameVerdict, SequenceTracker, describe_losses
 
 __all__ = ["AnalysisError", "AnalysisSession", "SessionStatus", "StreamSilentError", "run_analysis"]
 
 logger = logging.getLogger(__name__)
 
 _SPOT_TABLE_INTERVAL_S = 0.5
+_GAPS_IN_SUMMARY = 100
 _MIN_FRAMES_FOR_ESTIMATE = 10
 
 
@@ -211,7 +213,7 @@ class AnalysisSession:
         self.status.source_frames = int(n) if isinstance(n, int) else None
         logger.info("stream started: %s, frames %s, %s", self._source.get("source", "?"), message.shape, message.dtype)
         if self._live_feed is not None:
-            self._live_feed.describe_run(message.run_uid, message.shape, self._source)
+            self._live_feed.describe_run(message.run_uid, message.shape, self._source, self.units())
         self._prepare(message)
 
     def _prepare(self, message: StartMessage) -> None:
@@ -331,6 +333,7 @@ class AnalysisSession:
                 "settings_json": self._settings.to_json(),
                 "source_json": json.dumps(self._source, default=str),
                 "camera_json": json.dumps(self._camera.to_dict()),
+                "units_json": json.dumps(self.units()),
                 "run_uid": self._sequence.run_uid or "",
             },
             flush_interval_s=self._settings.output.flush_interval_s,
@@ -407,14 +410,50 @@ class AnalysisSession:
                 mean = self._write_spot_table()
                 if self._live_feed is not None:
                     self._live_feed.publish_tables(self._analyzer.spots, mean, self._measured_psf_sigma())
-                self._writer.close(status, summary)
+                self._writer.close(status, summary, status_text=self.status_text(status, message))
         except Exception as exc:
             if self._live_feed is not None:
                 self._live_feed.finish("error", f"the analysis could not be finished: {exc}")
             raise
         if self._live_feed is not None:
-            self._live_feed.finish(status, message)
+            self._live_feed.finish(status, "; ".join(t for t in (message, summary["losses"]) if t))
         return summary
+
+    def losses(self) -> str:
+        """The frames this run lost, in words ("" when none): never arrived, or could not be analyzed."""
+        s = self.status
+        return describe_losses(s.frames_missing, s.gaps, self._sequence.gaps, s.frames_failed)
+
+    def status_text(self, status: str, message: str = "") -> str:
+        """``status`` with what was lost and why it ended.
+
+        E.g. ``"complete, 697 frames lost in 1 gap (frames 3-699)"``.
+        """
+        text = ", ".join(t for t in (status, self.losses()) if t)
+        return f"{text}: {message}" if message else text
+
+    def units(self) -> dict[str, Any]:
+        """Physical units of the run: pixel size (µm) and frame interval (s), each with where it came from.
+
+        Settings (``camera.pixel_size_um``, ``camera.frame_interval_s``) win over
+        what the source says (camera or file metadata); None when neither knows.
+        """
+        camera = self._settings.camera
+        source = self._source
+        rate = source.get("frame_rate_hz")
+        from_rate = 1.0 / float(rate) if _positive(rate) else None
+        out: dict[str, Any] = {"origin": {}}
+        for key, configured, described in (
+            ("pixel_size_um", camera.pixel_size_um, source.get("pixel_size_um")),
+            ("frame_interval_s", camera.frame_interval_s, source.get("frame_interval_s") or from_rate),
+        ):
+            if configured is not None:
+                out[key], out["origin"][key] = float(configured), "settings"
+            elif _positive(described):
+                out[key], out["origin"][key] = float(described), "source"
+            else:
+                out[key] = None
+        return out
 
     def summary(self) -> dict[str, Any]:
         s = self.status
@@ -424,10 +463,18 @@ class AnalysisSession:
             "end_reason": s.end_reason,
             "source_counters": self._source_counters,
         }
+        out["losses"] = self.losses()
+        out["gap_ranges"] = [list(g) for g in self._sequence.gaps[:_GAPS_IN_SUMMARY]]  # all of them: /stream/gaps
+        out["sequence_counters"] = dict(self._sequence.counters)
         if self._analyzer is not None:
             out["psf_sigma_px"] = self._analyzer.geometry.psf_sigma_px
             out["drift_methods"] = dict(self._analyzer.method_counts)
         return out
+
+
+def _positive(value: Any) -> bool:
+    """A finite number > 0 (not a bool)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
 
 
 def run_analysis(

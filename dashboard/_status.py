@@ -103,7 +103,9 @@ def health_texts(
     elif state == "interrupted":
         level, text = "warning", f"Source stopped: {message or 'the stream was interrupted'}"
     elif state == "complete":
-        level, text = "info", f"Stream ended: complete ({n_frames:,} frames)" + (f" — {message}" if message else "")
+        lost = (_int(status, "frames_missing") or 0) + (_int(status, "frames_failed") or 0)
+        level = "warning" if lost else "info"  # a run that lost frames is not plainly complete
+        text = f"Stream ended: complete ({n_frames:,} frames)" + (f" — {message}" if message else "")
     elif state == "waiting" or (not state and n_frames == 0):
         level, text = "info", "Waiting for frames" + (f" — {message}" if message else "")
     elif state == "running" and stalled_s > stall_s:

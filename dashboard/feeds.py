@@ -260,8 +260,14 @@ def results_to_update(results: Results, *, n_frames_total: int | None = None, me
     gaps = np.asarray(results.gaps).reshape(-1, 2)
     status = {
         "state": state,
-        "message": str(
-            summary.get("error") or ("" if file_state in ("complete", "running") else summary.get("end_reason", ""))
+        "message": "; ".join(
+            str(t)
+            for t in (
+                summary.get("error")
+                or ("" if file_state in ("complete", "running") else summary.get("end_reason", "")),
+                summary.get("losses", ""),
+            )
+            if t
         ),
         "frames_received": int(summary.get("frames_received", total)),
         "frames_analyzed": int(summary.get("frames_analyzed", total)),
@@ -286,6 +292,8 @@ def results_to_update(results: Results, *, n_frames_total: int | None = None, me
         "result_path": str(results.path),
         "frame_rate_hz": source.get("frame_rate_hz"),
         "psf_sigma_px": summary.get("psf_sigma_px"),
+        "pixel_size_um": results.pixel_size_um,
+        "frame_interval_s": results.frame_interval_s,
     }
     new_mean = mean is not None and total != mean_version
     return LiveUpdate(

@@ -252,6 +252,18 @@ class DashboardModel:
         return True
 
     # ------------------------------------------------------------------ reading
+    @property
+    def pixel_size_um(self) -> float | None:
+        """µm per pixel in the sample plane, when the run knows it (``info["pixel_size_um"]``)."""
+        return _positive_or_none(self.info.get("pixel_size_um"))
+
+    @property
+    def frame_interval_s(self) -> float | None:
+        """Seconds between frames, when the run knows it (``info["frame_interval_s"]``, else 1 / frame rate)."""
+        interval = _positive_or_none(self.info.get("frame_interval_s"))
+        rate = _positive_or_none(self.info.get("frame_rate_hz"))
+        return interval if interval is not None else (1.0 / rate if rate is not None else None)
+
     def drift_at(self, frame: int) -> tuple[float, float]:
         """(dx, dy) px of ``frame`` (the last known drift when the frame is not held yet)."""
         with self._lock:
@@ -263,14 +275,15 @@ class DashboardModel:
     def x_values(self, x_axis: str = "frames") -> np.ndarray:
         """The x coordinate of every held frame: frame index, or seconds since the first timestamp.
 
-        Timestamps that do not increase fall back to frames / ``info["frame_rate_hz"]``.
+        Timestamps that do not increase fall back to frames × :attr:`frame_interval_s`.
         The array is read-only and shared: it is computed once per rows version
         and axis, not once per trace drawn.
         """
         if x_axis not in X_AXES:
             raise ValueError(f"x_axis must be one of {', '.join(X_AXES)}; got {x_axis!r}")
         with self._lock:
-            key = (self.rows_version, x_axis, self.info.get("frame_rate_hz"))
+            interval = self.frame_interval_s
+            key = (self.rows_version, x_axis, interval)
             if self._x_cache is not None and self._x_cache[0] == key:
                 return self._x_cache[1]
             n = self.n_frames
@@ -280,7 +293,7 @@ class DashboardModel:
                 if n == 1 or (ts[-1] > ts[0] and np.all(np.diff(ts) >= 0)):
                     x = ts - ts[0]
                 else:
-                    x /= float(self.info.get("frame_rate_hz") or 1.0)
+                    x *= interval or 1.0
             x.setflags(write=False)
             self._x_cache = (key, x)
             return x
@@ -405,3 +418,10 @@ class DashboardModel:
             if shape and len(shape) == 2:
                 return int(shape[0]), int(shape[1])
             return None
+
+
+def _positive_or_none(value: Any) -> float | None:
+    """``value`` as a float when it is a finite number > 0, else None."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value) and value > 0:
+        return float(value)
+    return None

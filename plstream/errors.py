@@ -17,6 +17,7 @@ from pathlib import Path
 
 __all__ = [
     "EXIT_ERROR",
+    "EXIT_INCOMPLETE",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "UsageError",
@@ -25,6 +26,8 @@ __all__ = [
 ]
 
 EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 130
+EXIT_INCOMPLETE = 3
+"""A run that ended normally but lost frames (they never arrived, or could not be analyzed)."""
 
 
 class UsageError(ValueError):

@@ -27,7 +27,9 @@ class _VersionAction(argparse.Action):
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", metavar="TOML", help="settings file overriding config/default.toml")
+    parser.add_argument(
+        "--settings", metavar="TOML", help="settings file overriding config/default.toml (same sections)"
+    )
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -56,6 +58,33 @@ def _add_live(parser: argparse.ArgumentParser, *, dashboard: bool) -> None:
         )
 
 
+_SOURCES = "'simulated' (the built-in simulated camera), 'genicam', 'micromanager', or a movie's path"
+
+
+def _add_camera(parser: argparse.ArgumentParser) -> None:
+    """The flags that choose and set up a camera (the rest: --set camera.genicam.* / camera.micromanager.*)."""
+    genicam = parser.add_argument_group("GenICam camera (source 'genicam'; pip install 'plstream[genicam]')")
+    genicam.add_argument("--cti", metavar="PRODUCER.cti", help="GenTL producer of the camera's driver")
+    genicam.add_argument("--device", metavar="SERIAL_OR_INDEX", help="which camera (default: the first found)")
+    mm = parser.add_argument_group("Micro-Manager camera (source 'micromanager'; pip install 'plstream[micromanager]')")
+    mm.add_argument("--config", dest="mm_config", metavar="MMConfig.cfg", help="Micro-Manager hardware configuration")
+    mm.add_argument("--camera", dest="mm_camera", metavar="LABEL", help="camera device label (default: the core's)")
+    units = parser.add_argument_group("physical units (default: from the camera or file metadata)")
+    units.add_argument("--pixel-size-um", type=float, metavar="UM", help="pixel size in the sample plane, µm")
+    units.add_argument("--frame-interval-s", type=float, metavar="S", help="time between frames, s")
+
+
+def _add_record(parser: argparse.ArgumentParser) -> None:
+    record = parser.add_mutually_exclusive_group()
+    record.add_argument(
+        "--record",
+        metavar="PATH.ome.tif",
+        help="write every frame that arrives, losslessly, to this OME-TIFF (default for cameras: next to the "
+        "result file; 'plstream replay' re-analyses it)",
+    )
+    record.add_argument("--no-record", action="store_true", help="do not record the raw frames")
+
+
 def _add_output(parser: argparse.ArgumentParser, required: bool) -> None:
     parser.add_argument("--out", required=required, metavar="RESULT.h5", help="result file to write (HDF5)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing result file")
@@ -74,11 +103,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "run",
-        help="main job: simulated camera -> ZeroMQ -> analyzer -> HDF5 (a bounded demo with no arguments)",
-        description="Stream the simulated camera through the whole pipeline and analyze it live. "
-        "The simulator's ground truth is saved next to the result and the accuracy is printed.",
+        help="main job: a camera (by default the simulated one) -> ZeroMQ -> analyzer -> HDF5, on this machine",
+        description="Stream a camera through the whole pipeline and analyze it live, on this machine. With no "
+        "arguments, a bounded demo with the simulated camera: its ground truth is saved next to the result and "
+        "the accuracy is printed. A real camera (genicam, micromanager) runs until Ctrl-C, and its raw frames are "
+        "recorded next to the result file (--no-record to skip).",
+    )
+    p.add_argument(
+        "source",
+        nargs="?",
+        default="simulated",
+        choices=("simulated", "genicam", "micromanager"),
+        help="'simulated' (default), 'genicam' or 'micromanager'",
     )
     _add_output(p, required=False)
+    _add_camera(p)
+    _add_record(p)
     p.add_argument("--frames", type=int, help="number of frames (default: simulation.n_frames)")
     p.add_argument(
         "--frame-rate", type=float, metavar="HZ", help="camera frame rate (default: simulation.frame_rate_hz)"
@@ -97,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("path", help="TIFF stack, folder of TIFF images, or video file (MP4/AVI/...)")
     _add_output(p, required=True)
+    units = p.add_argument_group("physical units (default: from the file's metadata)")
+    units.add_argument("--pixel-size-um", type=float, metavar="UM", help="pixel size in the sample plane, µm")
+    units.add_argument("--frame-interval-s", type=float, metavar="S", help="time between frames, s")
     p.add_argument(
         "--truth", metavar="TRUTH.h5", help="ground truth to score against (default: <movie>.truth.h5 if present)"
     )
@@ -110,7 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
         "Files are sent losslessly (waiting for the analyzer); a paced simulated camera behaves like a live "
         "camera and counts the frames it must drop when the analyzer falls behind.",
     )
-    p.add_argument("source", nargs="?", default="simulated", help="'simulated' (default) or a movie path")
+    p.add_argument("source", nargs="?", default="simulated", help=_SOURCES + " (default: simulated)")
+    _add_camera(p)
+    _add_record(p)
     group = p.add_mutually_exclusive_group()
     group.add_argument("--bind", metavar="ENDPOINT", help="endpoint to bind (default: stream.endpoint)")
     group.add_argument("--connect", metavar="ENDPOINT", help="connect to an analyzer that binds instead")
@@ -127,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--connect", metavar="ENDPOINT", help="source endpoint to connect to (default: stream.endpoint)")
     group.add_argument("--bind", metavar="ENDPOINT", help="bind here and let the source connect")
     _add_output(p, required=True)
+    _add_record(p)
     _add_live(p, dashboard=False)
     _add_common(p)
 

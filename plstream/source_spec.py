@@ -12,9 +12,13 @@ from pathlib import Path
 
 from plstream.acquire_adapters import SimulatedCamera, SimulationParams, open_movie
 from plstream.acquire_adapters.base import FrameSource
-from plstream.config import Settings, SimulationSettings
+from plstream.config import GenicamSettings, MicroManagerSettings, Settings, SimulationSettings
 
 __all__ = ["SourceSpec", "build_source", "simulation_params"]
+
+
+CAMERA_KINDS = ("genicam", "micromanager")
+"""Source kinds that are real cameras (live: they cannot wait, and their raw frames are recorded by default)."""
 
 
 @dataclass(frozen=True)
@@ -24,21 +28,34 @@ class SourceSpec:
     Attributes
     ----------
     kind : str
-        ``"simulated"`` or ``"file"``.
+        ``"simulated"``, ``"file"``, ``"genicam"`` or ``"micromanager"``.
     path : str
         File or folder for ``kind="file"``.
     simulation : SimulationSettings | None
         Parameters for ``kind="simulated"``.
+    genicam : GenicamSettings | None
+        The camera for ``kind="genicam"`` (``[camera.genicam]``).
+    micromanager : MicroManagerSettings | None
+        The camera for ``kind="micromanager"`` (``[camera.micromanager]``).
     """
 
     kind: str
     path: str = ""
     simulation: SimulationSettings | None = None
+    genicam: GenicamSettings | None = None
+    micromanager: MicroManagerSettings | None = None
 
     @property
     def live(self) -> bool:
-        """A paced simulated camera behaves like a live camera (it cannot wait for the analyzer)."""
+        """A camera (or the paced simulated camera) cannot wait for the analyzer."""
+        if self.kind in CAMERA_KINDS:
+            return True
         return self.kind == "simulated" and self.simulation is not None and self.simulation.paced
+
+    @property
+    def is_camera(self) -> bool:
+        """A real camera (not a file, not the simulator)."""
+        return self.kind in CAMERA_KINDS
 
     @classmethod
     def simulated(cls, settings: Settings) -> SourceSpec:
@@ -47,6 +64,17 @@ class SourceSpec:
     @classmethod
     def file(cls, path: str | Path) -> SourceSpec:
         return cls(kind="file", path=str(path))
+
+    @classmethod
+    def named(cls, name: str, settings: Settings) -> SourceSpec:
+        """The source a command line names: ``simulated``, ``genicam``, ``micromanager`` or a movie's path."""
+        if name == "simulated":
+            return cls.simulated(settings)
+        if name == "genicam":
+            return cls(kind="genicam", genicam=settings.camera.genicam)
+        if name == "micromanager":
+            return cls(kind="micromanager", micromanager=settings.camera.micromanager)
+        return cls.file(name)
 
 
 def simulation_params(sim: SimulationSettings) -> SimulationParams:
@@ -64,12 +92,45 @@ def simulation_params(sim: SimulationSettings) -> SimulationParams:
 
 
 def build_source(spec: SourceSpec) -> FrameSource:
-    """Open the source a spec describes (raises InputError for unusable files)."""
-    if spec.kind == "simulated":
-        assert spec.simulation is not None
+    """Open the source a spec describes (a camera is opened and configured here).
+
+    Raises
+    ------
+    InputError
+        An unusable file, or a camera that cannot be found, opened or
+        configured (also when its optional support is not installed).
+    """
+    if spec.kind == "simulated" and spec.simulation is not None:
         return SimulatedCamera(
             simulation_params(spec.simulation), seed=spec.simulation.seed, paced=spec.simulation.paced
         )
     if spec.kind == "file":
         return open_movie(spec.path)
-    raise ValueError(f"unknown source kind {spec.kind!r}; use 'simulated' or 'file'")
+    if spec.kind == "genicam" and spec.genicam is not None:
+        from plstream.acquire_adapters.cameras.genicam import GenicamCamera
+
+        g = spec.genicam
+        return GenicamCamera(
+            cti=g.cti,
+            device=g.device,
+            pixel_format=g.pixel_format,
+            exposure_us=g.exposure_us,
+            frame_rate_hz=g.frame_rate_hz,
+            roi_px=g.roi_px,
+            buffers=g.buffers,
+            nodes=dict(g.nodes),
+        )
+    if spec.kind == "micromanager" and spec.micromanager is not None:
+        from plstream.acquire_adapters.cameras.micromanager import MicroManagerCamera
+
+        m = spec.micromanager
+        return MicroManagerCamera(
+            config=m.config,
+            camera=m.camera,
+            adapter_path=m.adapter_path,
+            exposure_ms=m.exposure_ms,
+            binning=m.binning,
+            roi_px=m.roi_px,
+            buffer_mb=m.buffer_mb,
+        )
+    raise ValueError(f"unusable source spec {spec!r}; kinds: simulated, file, {', '.join(CAMERA_KINDS)}")

@@ -28,6 +28,7 @@ from .publisher import FramePublisher as FramePublisher
 from .publisher import StreamStopped as StreamStopped
 from .publisher import publish as publish
 from .sequence import SequenceTracker as SequenceTracker
+from .sequence import describe_losses as describe_losses
 from .subscriber import FrameSubscriber as FrameSubscriber
 from .wire import ProtocolError as ProtocolError
 from .wire import decode as decode

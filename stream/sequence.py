@@ -29,7 +29,9 @@ import logging
 
 from plstream.stream.messages import EndMessage, FrameMessage, HeartbeatMessage, Message, StartMessage
 
-__all__ = ["FrameVerdict", "SequenceTracker"]
+__all__ = ["FrameVerdict", "SequenceTracker", "describe_losses"]
+
+_GAPS_NAMED = 3  # a loss sentence names at most this many gaps
 
 logger = logging.getLogger(__name__)
 
@@ -190,3 +192,38 @@ class SequenceTracker:
         self._missing -= 1
         self.gaps_version += 1
         return True
+
+
+def describe_losses(
+    frames_missing: int, n_gaps: int, gaps: list[tuple[int, int]] | None = None, frames_failed: int = 0
+) -> str:
+    """One phrase for the frames a run lost, e.g. ``"697 frames lost in 1 gap (frames 3-699)"``; "" for none.
+
+    Parameters
+    ----------
+    frames_missing, n_gaps : int
+        Frames that never arrived and the gaps they make.
+    gaps : list of (int, int), optional
+        The gaps' ``(first, last)`` seqs; the first few are named.
+    frames_failed : int
+        Frames that arrived but could not be analyzed.
+
+    Examples
+    --------
+    >>> describe_losses(697, 1, [(3, 699)])
+    '697 frames lost in 1 gap (frames 3-699)'
+    >>> describe_losses(0, 0, frames_failed=2)
+    '2 frames could not be analyzed'
+    """
+    parts = []
+    if frames_missing > 0:
+        plural = ("s" if frames_missing != 1 else "", "s" if n_gaps != 1 else "")
+        text = f"{frames_missing:,} frame{plural[0]} lost in {n_gaps:,} gap{plural[1]}"
+        if gaps:
+            named = ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in gaps[:_GAPS_NAMED])
+            more = ", ..." if len(gaps) > _GAPS_NAMED else ""
+            text += f" (frame{'s' if len(gaps) > 1 or gaps[0][0] != gaps[0][1] else ''} {named}{more})"
+        parts.append(text)
+    if frames_failed > 0:
+        parts.append(f"{frames_failed:,} frame{'s' if frames_failed != 1 else ''} could not be analyzed")
+    return "; ".join(parts)

@@ -55,10 +55,11 @@ RESERVED_ATTRS = frozenset(
         "frames_analyzed",
         "closed_utc",
         "writer_json",
+        "status_text",
     }
 )
 #: JSON attributes written at creation; "{}" when the caller gives none.
-RUN_INFO_JSON = ("settings_json", "source_json", "camera_json")
+RUN_INFO_JSON = ("settings_json", "source_json", "camera_json", "units_json")
 FINAL_STATUSES = ("complete", "interrupted", "error")
 
 # Chunk shapes: ~64-128 KiB per (T, S) chunk (256 frames x 64 spots), so a

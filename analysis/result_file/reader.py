@@ -40,7 +40,7 @@ class Results:
     per-spot arrays S entries or columns. Entries for frames before a spot
     was discovered are NaN (float), 0 (``fit_success``) or -1 (``state``).
     The remaining array attributes are named after the datasets they come
-    from (see :data:`~plstream.analysis.result_file._hdf5.DATASETS`).
+    from (see :data:`~plstream.analysis.result_file.layout.DATASETS`).
 
     Attributes
     ----------
@@ -53,8 +53,14 @@ class Results:
     layout_version : int
     attrs : dict
         All root attributes as Python values.
-    settings, source, camera, summary : dict
-        The parsed ``*_json`` attributes ({} when absent).
+    status_text : str
+        The status in words with what the run lost, e.g. ``"complete, 697
+        frames lost in 1 gap (frames 3-699)"`` (the status alone in files
+        written before plstream 0.3, or while running).
+    settings, source, camera, summary, units : dict
+        The parsed ``*_json`` attributes ({} when absent). ``units`` holds
+        ``pixel_size_um`` and ``frame_interval_s`` (None when unknown) and
+        where each came from (``origin``); see :attr:`pixel_size_um`.
     writer_closed : bool
         The writer wrote all its data (even if the final attributes are missing).
     opened_swmr : bool
@@ -70,6 +76,7 @@ class Results:
 
     path: Path
     status: str
+    status_text: str
     complete: bool
     layout_version: int
     attrs: dict[str, Any]
@@ -77,6 +84,7 @@ class Results:
     source: dict[str, Any]
     camera: dict[str, Any]
     summary: dict[str, Any]
+    units: dict[str, Any]
     writer_closed: bool
     opened_swmr: bool
     first_frame: int
@@ -109,6 +117,18 @@ class Results:
     def n_spots(self) -> int:
         """S, the number of spots."""
         return int(self.spots_x.shape[0])
+
+    @property
+    def pixel_size_um(self) -> float | None:
+        """Size of a pixel in the sample plane, µm (None when unknown)."""
+        value = self.units.get("pixel_size_um")
+        return float(value) if isinstance(value, (int, float)) else None
+
+    @property
+    def frame_interval_s(self) -> float | None:
+        """Time between frames, s (None when unknown)."""
+        value = self.units.get("frame_interval_s")
+        return float(value) if isinstance(value, (int, float)) else None
 
 
 # ---------------------------------------------------------------------- file access
@@ -254,7 +274,9 @@ def _read_fields(f: h5py.File, path: Path, limits: dict[str, Any], *, start: int
         else:
             out[spec.field] = d[: limits["gaps"]]
     try:
-        parsed = {name: _json_attr(attrs, f"{name}_json") for name in ("settings", "source", "camera", "summary")}
+        parsed = {
+            name: _json_attr(attrs, f"{name}_json") for name in ("settings", "source", "camera", "summary", "units")
+        }
     except ValueError as exc:
         raise ResultFileError(f"{path}: {exc}") from exc
     status = str(attrs.get("status", "running"))
@@ -263,6 +285,7 @@ def _read_fields(f: h5py.File, path: Path, limits: dict[str, Any], *, start: int
         **parsed,
         "attrs": attrs,
         "status": status,
+        "status_text": str(attrs.get("status_text", status)),
         "complete": status == "complete",
         "writer_closed": bool(limits["writer_closed"]),
         "first_frame": t0,

@@ -294,7 +294,7 @@ class ResultWriter:
         with self._cond:
             self._pending_gaps = rows
 
-    def close(self, status: str = "complete", summary: dict[str, Any] | None = None) -> None:
+    def close(self, status: str = "complete", summary: dict[str, Any] | None = None, *, status_text: str = "") -> None:
         """Drain, flush, close the SWMR file, then reopen it to write the final attributes.
 
         Idempotent. If the writer thread failed, the file's status becomes
@@ -306,6 +306,9 @@ class ResultWriter:
         status : {"complete", "interrupted", "error"}
         summary : dict
             Run counters, stored as ``summary_json``.
+        status_text : str
+            The status in words with what was lost (root attribute ``status_text``);
+            ``status`` itself when empty.
         """
         if self._closed:
             return
@@ -322,6 +325,7 @@ class ResultWriter:
             summary.setdefault("write_error", str(error))
         attrs = {
             "status": status if error is None else "error",
+            "status_text": (status_text or status) if error is None else f"error: {error}",
             "summary_json": json.dumps(summary, default=_io.json_default),
             "frames_analyzed": np.int64(self._sink.frames if error is None else self.frames_committed),
             "closed_utc": _io.utc_now(),

@@ -32,6 +32,7 @@ class DriftPanel(QtWidgets.QWidget):
         self.dx_curve = self.plot.plot(pen=pg.mkPen((255, 120, 90), width=1), name="dx (columns)", **common)
         self.dy_curve = self.plot.plot(pen=pg.mkPen((90, 170, 255), width=1), name="dy (rows)", **common)
         self._drawn: tuple = ()
+        self._pixel_size_um: float | None = None
         set_time_axis(self.plot, self.x_axis)
 
     def set_x_axis(self, x_axis: str) -> None:
@@ -48,7 +49,21 @@ class DriftPanel(QtWidgets.QWidget):
         if key == self._drawn and not force:
             return False
         self._drawn = key
+        self._show_micrometres(model.pixel_size_um)
         x, dx, dy = model.drift(self.x_axis, max_points)
         self.dx_curve.setData(x, dx)
         self.dy_curve.setData(x, dy)
         return True
+
+    def _show_micrometres(self, pixel_size_um: float | None) -> None:
+        """A right axis in µm beside the px axis when the pixel size is known."""
+        if pixel_size_um == self._pixel_size_um:
+            return
+        self._pixel_size_um = pixel_size_um
+        if pixel_size_um is None:
+            self.plot.hideAxis("right")
+            return
+        right = self.plot.getAxis("right")
+        right.setScale(pixel_size_um * 1e-6)  # px -> m; pyqtgraph shows it with an SI prefix (µm)
+        self.plot.setLabel("right", "drift", units="m")
+        self.plot.showAxis("right")

@@ -90,6 +90,8 @@ class ImagePanel(QtWidgets.QWidget):
         self._spot_xy = np.zeros((0, 2))
         self._labels_dirty = True
         self._fallback: tuple[int, np.ndarray] | None = None
+        self.scale_bar: pg.ScaleBar | None = None
+        self._scale_key: tuple[float, int] | None = None
         self.view.sigRangeChanged.connect(self._on_range_changed)
 
     # ------------------------------------------------------------------ public
@@ -136,6 +138,8 @@ class ImagePanel(QtWidgets.QWidget):
             self._show_image(image, kind, frame)
             self._image_key = image_key
             drew = True
+        if image is not None:
+            self._show_scale_bar(model.pixel_size_um, int(image.shape[1]))
         if force or spots_key != self._spots_key:
             self._show_spots(model, dx, dy, selected)
             self._spots_key = spots_key
@@ -183,6 +187,23 @@ class ImagePanel(QtWidgets.QWidget):
             "map": "Spot map (no image in the source): one Gaussian per spot, scaled by brightness",
         }[kind]
         self.caption.setText(f"{text}   ·   levels {lo:,.0f} – {hi:,.0f}")
+
+    def _show_scale_bar(self, pixel_size_um: float | None, width_px: int) -> None:
+        """A scale bar of a round length in µm (about a fifth of the image) when the pixel size is known."""
+        key = None if pixel_size_um is None else (pixel_size_um, width_px)
+        if key == self._scale_key:
+            return
+        self._scale_key = key
+        if self.scale_bar is not None:
+            self.scale_bar.setParentItem(None)
+            self.plot.scene().removeItem(self.scale_bar)
+            self.scale_bar = None
+        if pixel_size_um is None:
+            return
+        length_um = round_length(width_px * pixel_size_um / 5)
+        self.scale_bar = pg.ScaleBar(size=length_um / pixel_size_um, width=4, offset=(-20, -20))
+        self.scale_bar.text.setText(f"{length_um:g} µm")
+        self.scale_bar.setParentItem(self.view)
 
     def _show_spots(self, model: DashboardModel, dx: float, dy: float, selected: dict[int, QtGui.QColor]) -> None:
         xy = model.spot_positions(dx, dy)
@@ -245,3 +266,11 @@ class ImagePanel(QtWidgets.QWidget):
             modifiers & (QtCore.Qt.KeyboardModifier.ShiftModifier | QtCore.Qt.KeyboardModifier.ControlModifier)
         )
         self.spot_clicked.emit(int(best.data()), additive)
+
+
+def round_length(value: float) -> float:
+    """The largest of 1, 2 or 5 × a power of ten that is at most ``value`` (a scale bar's length)."""
+    if not value > 0:
+        return 1.0
+    power = 10.0 ** np.floor(np.log10(value))
+    return float(max(step * power for step in (1.0, 2.0, 5.0) if step * power <= value))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as _dt
 import logging
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from plstream.config import Settings, load_settings
-from plstream.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, UsageError
+from plstream.errors import EXIT_ERROR, EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK, UsageError
 from plstream.orchestration import AnalysisOutcome
 
 __all__ = [
@@ -33,11 +34,21 @@ logger = logging.getLogger("plstream")
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
-    """Defaults < ``--config`` < ``--set``, plus ``--overwrite``."""
-    settings = load_settings(args.config, args.overrides)
+    """Defaults < ``--settings`` < ``--set``, then the flags that stand for settings (camera, units, --overwrite)."""
+    settings = load_settings(args.settings, args.overrides)
     if getattr(args, "overwrite", False):
         settings = settings.replace("output", overwrite=True)
-    return settings
+    camera: dict[str, Any] = {}
+    for flag, key in (("pixel_size_um", "pixel_size_um"), ("frame_interval_s", "frame_interval_s")):
+        if getattr(args, flag, None) is not None:
+            camera[key] = getattr(args, flag)
+    genicam = {k: getattr(args, f) for f, k in (("cti", "cti"), ("device", "device")) if getattr(args, f, None)}
+    if genicam:
+        camera["genicam"] = dataclasses.replace(settings.camera.genicam, **genicam)
+    mm = {k: getattr(args, f) for f, k in (("mm_config", "config"), ("mm_camera", "camera")) if getattr(args, f, None)}
+    if mm:
+        camera["micromanager"] = dataclasses.replace(settings.camera.micromanager, **mm)
+    return settings.replace("camera", **camera) if camera else settings
 
 
 def default_output() -> Path:
@@ -73,7 +84,9 @@ def report(outcome: AnalysisOutcome, elapsed_s: float) -> None:
     )
     if "psf_sigma_px" in outcome.summary:
         print(f"plstream: PSF sigma {outcome.summary['psf_sigma_px']:.3f} px")
-    print(f"results: {outcome.output_path.resolve()} (status: {outcome.status})")
+    losses = outcome.summary.get("losses", "")
+    status = f"{outcome.status}, {losses}" if losses else outcome.status
+    print(f"results: {outcome.output_path.resolve()} (status: {status})")
 
 
 def print_evaluation(result_path: Path, truth_path: Path) -> list[str]:
@@ -94,7 +107,16 @@ def outcome_exit(outcome: AnalysisOutcome) -> int:
     if outcome.status == "interrupted":
         print("plstream: stopped by the user; the results written so far are complete and readable", file=sys.stderr)
         return EXIT_INTERRUPTED
-    return EXIT_OK if outcome.status == "complete" else EXIT_ERROR
+    if outcome.status != "complete":
+        return EXIT_ERROR
+    if outcome.summary.get("losses"):
+        print(
+            f"plstream: warning: the run lost frames: {outcome.summary['losses']}; they are recorded as gaps "
+            "(/stream/gaps) and the analysis of the other frames is complete",
+            file=sys.stderr,
+        )
+        return EXIT_INCOMPLETE
+    return EXIT_OK
 
 
 def live_endpoint(args: argparse.Namespace, settings: Settings) -> str | None:

@@ -61,14 +61,22 @@ def _analyze_local_source(
 
 
 def run(args: argparse.Namespace) -> int:
-    """The main job: the simulated camera through the whole pipeline, scored against its ground truth."""
+    """The main job: a camera through the whole pipeline; the simulated one is scored against its ground truth."""
+    settings = settings_from(args)
+    out = Path(args.out) if args.out else default_output()
+    check_output(out, settings)
+    if args.source != "simulated":
+        spec = SourceSpec.named(args.source, settings)
+        print(f"plstream: {args.source} camera; Ctrl-C stops cleanly", file=sys.stderr)
+        return _analyze_local_source(args, spec, settings, out, None)
+    return _run_simulated(args, with_simulation_flags(settings, args), out)
+
+
+def _run_simulated(args: argparse.Namespace, settings: Settings, out: Path) -> int:
     from plstream.acquire_adapters import SimulatedCamera, save_truth
     from plstream.source_spec import simulation_params
 
-    settings = with_simulation_flags(settings_from(args), args)
     sim = settings.simulation
-    out = Path(args.out) if args.out else default_output()
-    check_output(out, settings)
     truth = truth_path_for(out)
     save_truth(SimulatedCamera(simulation_params(sim), seed=sim.seed).truth, truth)
     pacing = f"at {sim.frame_rate_hz:g} frames/s" if sim.paced else "as fast as possible"

@@ -36,11 +36,10 @@ def acquire(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     if args.source == "simulated":
         settings = with_simulation_flags(settings, args)
-        spec = SourceSpec.simulated(settings)
-    else:
+    spec = SourceSpec.named(args.source, settings)
+    if spec.kind == "file":  # a wrong path or a corrupt header is reported before anything binds
         with contextlib.closing(open_movie(args.source)):
             pass
-        spec = SourceSpec.file(args.source)
     bind = args.connect is None
     endpoint = args.connect or args.bind or settings.stream.endpoint
     if bind and not is_loopback(endpoint):

@@ -92,6 +92,8 @@ INFO_CHECKS: dict[str, Callable[[Any], Any]] = {
     "result_path": string(),
     "frame_rate_hz": number(True),
     "psf_sigma_px": number(True),
+    "pixel_size_um": number(True),
+    "frame_interval_s": number(True),
 }
 """Checks of the documented ``info`` keys (``LiveUpdate.info``) when present; other keys pass unchecked."""
 

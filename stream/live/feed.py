@@ -96,8 +96,14 @@ class LiveFeed:
         info = {"result_path": str(output_path), "frame_rate_hz": None, "psf_sigma_px": settings.psf.sigma_px}
         self.state = LiveState(info, self.status)
 
-    def describe_run(self, run_uid: str, shape: tuple[int, ...], source: dict[str, Any]) -> None:
-        """The run description, once the stream has started (``source``: the source's describe() dict)."""
+    def describe_run(
+        self, run_uid: str, shape: tuple[int, ...], source: dict[str, Any], units: dict[str, Any] | None = None
+    ) -> None:
+        """The run description, once the stream has started.
+
+        ``source`` is the source's describe() dict; ``units`` the run's
+        ``pixel_size_um`` and ``frame_interval_s`` (None when unknown).
+        """
         rate = source.get("frame_rate_hz")
         if isinstance(rate, (int, float)) and not isinstance(rate, bool) and rate > 0:
             self._frame_rate_hz = float(rate)
@@ -108,6 +114,8 @@ class LiveFeed:
             shape=[int(n) for n in shape],
             source=json.loads(json.dumps(source, default=str)),  # plain values only, as in the result file
             frame_rate_hz=self._frame_rate_hz,
+            pixel_size_um=(units or {}).get("pixel_size_um"),
+            frame_interval_s=(units or {}).get("frame_interval_s"),
         )
 
     def on_frame(
