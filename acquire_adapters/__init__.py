@@ -6,7 +6,8 @@ Every source implements :class:`FrameSource` (``describe()``, iteration over
 :func:`open_movie` picks the file adapter for a path.
 
 Rooms: :mod:`.base` (the interface), :mod:`.files` (TIFF stacks, TIFF
-folders, videos), :mod:`.simulated` (the simulated camera and its ground
+folders, videos, and :class:`FrameRecorder`, which records a live session's
+frames for a lossless replay), :mod:`.simulated` (the simulated camera and its ground
 truth). Names are imported on first use, so ``import plstream.acquire_adapters``
 costs nothing until a source is needed (the public names are listed in
 ``__init__.pyi``).

@@ -4,6 +4,8 @@ from .base import Frame as Frame
 from .base import FrameSource as FrameSource
 from .base import InputError as InputError
 from .files.open_movie import open_movie as open_movie
+from .files.recorder import RECORDING_VERSION as RECORDING_VERSION
+from .files.recorder import FrameRecorder as FrameRecorder
 from .files.tiff_folder import TiffFolderSource as TiffFolderSource
 from .files.tiff_stack import TiffStackSource as TiffStackSource
 from .files.video import VideoSource as VideoSource

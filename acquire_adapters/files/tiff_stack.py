@@ -34,6 +34,15 @@ shaped metadata ``frame_rate_hz``, as written by ``write_movie``; ImageJ
 ``finterval`` or ``fps``), otherwise the time the frame was read (Unix epoch,
 as :class:`~plstream.acquire_adapters.base.Frame` defines), with
 ``frame_rate_hz = None`` in :meth:`TiffStackSource.describe`.
+
+plstream recordings (written by
+:class:`~plstream.acquire_adapters.files.recorder.FrameRecorder`,
+``docs/recording_format.md``) replay as they were streamed: each frame with
+its recorded ``seq`` (gaps stay gaps), timestamp and metadata, and
+:meth:`TiffStackSource.describe` with the recorded source's description
+(``source`` ``"recording of <kind>"``, ``live`` False). A recording that was
+never finalized (its process was killed) replays its pages with
+``seq`` = page index, and a warning says the per-frame facts were lost.
 """
 
 from __future__ import annotations
@@ -49,6 +58,7 @@ from typing import Any
 import numpy as np
 
 from plstream.acquire_adapters.base import CorruptInputError, Frame, InputError
+from plstream.acquire_adapters.files._recording_format import Recording, frame_rate_hz, parse_recording
 from plstream.acquire_adapters.files._tiff_io import (
     check_frame,
     check_layout,
@@ -104,6 +114,7 @@ class TiffStackSource:
         self._contiguous: tuple[int, int, np.dtype, tuple[int, ...]] | None = None  # offset, bytes, dtype, shape
         self._fd: int | None = None
         self._pages: Any = None
+        self._recording: Recording | None = None
         self._tif = open_tiff(self._path)
         try:
             self._open(max_frame_bytes)
@@ -128,6 +139,7 @@ class TiffStackSource:
             )
         if not series or n_pages == 0 or 0 in series[0].shape:
             raise CorruptInputError(self._name, "contains no images")
+        self._recording = parse_recording(self._name, tif.pages.first.description)
         first = series[0]
         if "C" in first.axes and first.shape[first.axes.index("C")] > 1:
             raise InputError(
@@ -156,7 +168,30 @@ class TiffStackSource:
                 self._open_contiguous(first, offset, max_frame_bytes)
             else:
                 self._open_pages(first, declared, max_frame_bytes)
+        if self._recording is not None:
+            self._check_recording(self._recording)
         self._frame_rate_hz, self._camera = self._metadata()
+
+    def _check_recording(self, recording: Recording) -> None:
+        facts = recording.facts
+        if facts.get("shape") != list(self._shape) or facts.get("dtype") != self._dtype.name:
+            raise CorruptInputError(
+                self._name,
+                f"its recording metadata says {facts.get('shape')} {facts.get('dtype')} frames, "
+                f"its pages are {list(self._shape)} {self._dtype.name}",
+            )
+        if recording.finalized and recording.n_frames != self._n_frames:
+            raise CorruptInputError(
+                self._name, f"its recording metadata lists {recording.n_frames} frames, it holds {self._n_frames}"
+            )
+        if not recording.finalized:
+            logger.warning(
+                "%s is a plstream recording that was not finalized (its recording process ended before close(), "
+                "or could not write the final metadata): replaying its %d frames with seq = page index; their "
+                "recorded seq, timestamps and metadata were lost",
+                self._name,
+                self._n_frames,
+            )
 
     def _open_contiguous(self, series: Any, offset: int, max_frame_bytes: int) -> None:
         lead, frame_shape, self._sample_axis = frame_layout(series.axes, series.shape)
@@ -208,6 +243,8 @@ class TiffStackSource:
         rate = None
         camera = None
         shaped = self._tif.shaped_metadata or ()
+        if self._recording is not None:  # the recorded source's facts
+            shaped = ({**self._recording.source, "frame_rate_hz": frame_rate_hz(self._recording.source)},)
         if shaped and isinstance(shaped[0], dict):
             meta = shaped[0]
             rate = meta.get("frame_rate_hz")
@@ -250,7 +287,30 @@ class TiffStackSource:
         }
         if self._camera is not None:
             description["camera"] = dict(self._camera)
+        if self._recording is not None:
+            description = self._describe_recording(self._recording, description)
         return description
+
+    def _describe_recording(self, recording: Recording, description: dict[str, Any]) -> dict[str, Any]:
+        """The recorded source's description, saying it is a lossless replay of a recording of it."""
+        kind = str(recording.source.get("source", "an unnamed source"))
+        facts = recording.facts
+        about: dict[str, Any] = {
+            "recording_version": facts["recording_version"],
+            "finalized": recording.finalized,
+            "writer": facts.get("writer"),
+        }
+        if recording.finalized:
+            about["not_recorded"] = facts.get("not_recorded")
+        replay = dict(recording.source)
+        replay.update(
+            {key: description[key] for key in ("path", "shape", "dtype", "n_frames", "frame_rate_hz")},
+            source=f"recording of {kind}",
+            recorded_source=kind,
+            live=False,
+            recording=about,
+        )
+        return replay
 
     def read(self, index: int) -> np.ndarray:
         """Frame ``index`` as a grey 2-D array (native byte order, C-contiguous)."""
@@ -299,12 +359,23 @@ class TiffStackSource:
     def __iter__(self) -> Iterator[Frame]:
         """Yield every frame in order (a fresh pass each time it is called)."""
         rate = self._frame_rate_hz
-        for seq in range(self._n_frames):
+        recorded = self._recording if self._recording is not None and self._recording.finalized else None
+        for index in range(self._n_frames):
             if self._closed or self._stop_requested:
                 return
-            data = self.read(seq)
-            timestamp = seq / rate if rate else time.time()
-            yield Frame(seq=seq, timestamp=timestamp, data=data, metadata={})
+            data = self.read(index)
+            if recorded is not None:
+                assert recorded.seqs is not None and recorded.timestamps is not None
+                assert recorded.frame_metadata is not None
+                yield Frame(
+                    seq=int(recorded.seqs[index]),
+                    timestamp=float(recorded.timestamps[index]),
+                    data=data,
+                    metadata=dict(recorded.frame_metadata[index]),
+                )
+            else:
+                timestamp = index / rate if rate else time.time()
+                yield Frame(seq=index, timestamp=timestamp, data=data, metadata={})
 
     def stop(self) -> None:
         """End an iteration in progress before its next frame; safe from another thread."""
