@@ -149,6 +149,7 @@ class AnalysisSession:
         self._camera: CameraModel | None = None
         self._pending: list[FrameMessage] = []
         self._source_counters: dict[str, Any] = {}
+        self._extra_summary: dict[str, Any] = {}
         self._last_spot_table = 0.0
         self._closed = False
         self._live_feed = LiveFeed(self.status, self._output_path, settings) if live else None
@@ -385,15 +386,17 @@ class AnalysisSession:
         return mean
 
     # ------------------------------------------------------------------ end
-    def close(self, status: str, message: str = "") -> dict[str, Any]:
+    def close(self, status: str, message: str = "", *, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         """Finish the result file with ``status`` ("complete", "interrupted", "error"); returns the summary.
 
         ``message`` says why the run ended (for ``"error"``); live viewers get it
         with the final state, which they see only after the last rows.
+        ``extra`` adds entries to the summary (e.g. a recording's counters).
         """
         if self._closed:
             return self.summary()
         self._closed = True
+        self._extra_summary = dict(extra or {})
         try:
             if self._analyzer is None and self._pending:
                 try:
@@ -463,6 +466,7 @@ class AnalysisSession:
             "end_reason": s.end_reason,
             "source_counters": self._source_counters,
         }
+        out.update(self._extra_summary)
         out["losses"] = self.losses()
         out["gap_ranges"] = [list(g) for g in self._sequence.gaps[:_GAPS_IN_SUMMARY]]  # all of them: /stream/gaps
         out["sequence_counters"] = dict(self._sequence.counters)

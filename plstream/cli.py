@@ -25,9 +25,21 @@ from plstream.parser import build_parser
 __all__ = ["build_parser", "main"]
 
 
+_CHATTY_LIBRARIES = ("pymmcore-plus", "pymmcore_plus", "harvesters", "numba")
+"""Loggers of libraries that log routine steps loudly; kept at WARNING unless --debug."""
+
+
 def _configure_logging(verbose: bool, debug: bool) -> None:
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
     logging.basicConfig(level=level, format="plstream: %(levelname)s: %(message)s", stream=sys.stderr, force=True)
+    if not debug:  # a library may set its own logger's level when imported: filter at our handler instead
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_quiet_libraries)
+
+
+def _quiet_libraries(record: logging.LogRecord) -> bool:
+    """Let a chatty library's records through only from WARNING up."""
+    return record.levelno >= logging.WARNING or not record.name.startswith(_CHATTY_LIBRARIES)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -31,10 +31,11 @@ from typing import Any
 
 import zmq
 
-from plstream.acquire_adapters.base import InputError
+from plstream.acquire_adapters.base import FrameSource, InputError
 from plstream.analysis.result_file import ResultWriteError
 from plstream.analysis.session import AnalysisError, AnalysisSession, SessionStatus, StreamSilentError, run_analysis
 from plstream.config import Settings
+from plstream.recording import RecordedSource, RecordingPlan, RecordingSubscriber
 from plstream.source_spec import SourceSpec, build_source
 from plstream.stream import FramePublisher, FrameSubscriber, LiveResultServer, publish
 
@@ -88,14 +89,20 @@ def publish_source(
     monitor_endpoint: str | None = None,
     progress: Callable[[dict[str, Any]], None] | None = None,
     on_waiting: Callable[[float], None] | None = None,
+    recording: RecordingPlan | None = None,
+    record_beside: Path | None = None,
 ) -> dict[str, Any]:
     """Stream one source to ``endpoint`` until it ends or ``stop_event`` is set; returns the counters.
 
     The source is opened (a camera configured) first; its frames flow only
     once the analyzer said it is ready (``on_waiting`` is told how long that
-    takes, about once a second).
+    takes, about once a second). With a ``recording`` plan that wants this
+    source, every frame taken from it is also recorded (to the plan's path,
+    else ``record_beside``) before it goes to the network.
     """
-    source = build_source(spec)
+    source: FrameSource = build_source(spec)
+    if recording is not None and recording.wanted(spec.kind):
+        source = RecordedSource(source, recording, record_beside or Path("plstream-recording.raw.ome.tif"))
     live = spec.live or bool(source.describe().get("live"))
     queue_frames = settings.stream.live_queue_frames if live else None
     with contextlib.closing(source), zmq.Context() as context:
@@ -118,6 +125,7 @@ def publish_source(
                 progress=progress,
                 ready_timeout_s=settings.stream.ready_timeout_s,
                 on_waiting=on_waiting,
+                max_frames=spec.max_frames,
             )
 
 
@@ -177,6 +185,7 @@ def analyze_stream(
     linger_s: float | None = None,
     context: zmq.Context | None = None,
     on_event: Callable[[str], None] | None = None,
+    recording: RecordingPlan | None = None,
 ) -> AnalysisOutcome:
     """Analyze what ``subscriber`` receives into ``output_path``; always closes the file.
 
@@ -206,6 +215,9 @@ def analyze_stream(
         Context for the live result socket (default: a private one).
     on_event : callable, optional
         Told when the analysis prepares for the stream and when it is ready (a sentence).
+    recording : RecordingPlan, optional
+        Record the frames that arrive (see :mod:`plstream.recording`); its
+        counters go into the result's summary (``recording``).
 
     Raises
     ------
@@ -227,9 +239,12 @@ def analyze_stream(
                 )
             )
         error = ""
+        receiver: Any = subscriber
+        if recording is not None:
+            receiver = RecordingSubscriber(subscriber, recording, output_path)
         try:
             status = run_analysis(
-                subscriber,
+                receiver,
                 session,
                 stop_event=stop_event,
                 silence_warning_s=settings.stream.silence_warning_s,
@@ -244,7 +259,8 @@ def analyze_stream(
             status, error = "error", str(exc)
         except KeyboardInterrupt:
             status = "interrupted"
-        summary = session.close(status, error)
+        recorded = receiver.close() if isinstance(receiver, RecordingSubscriber) else None
+        summary = session.close(status, error, extra={"recording": recorded} if recorded else None)
         outcome = AnalysisOutcome(status, summary, session.output_path, session.status, error)
     return outcome
 
@@ -275,6 +291,7 @@ def analyze_with_source_process(
     on_live_ready: Callable[[str], None] | None = None,
     linger_s: float | None = None,
     on_event: Callable[[str], None] | None = None,
+    recording: RecordingPlan | None = None,
 ) -> AnalysisOutcome:
     """Run the source in a spawned process and analyze its stream here (``run``, ``replay``).
 
@@ -312,6 +329,7 @@ def analyze_with_source_process(
                     on_live_ready=on_live_ready,
                     linger_s=linger_s,
                     on_event=on_event,
+                    recording=recording,
                     context=context,
                 )
             finally:

@@ -119,7 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_output(p, required=False)
     _add_camera(p)
     _add_record(p)
-    p.add_argument("--frames", type=int, help="number of frames (default: simulation.n_frames)")
+    p.add_argument(
+        "--frames", type=int, help="number of frames (simulated: default simulation.n_frames; a camera: stop after N)"
+    )
     p.add_argument(
         "--frame-rate", type=float, metavar="HZ", help="camera frame rate (default: simulation.frame_rate_hz)"
     )
@@ -160,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--bind", metavar="ENDPOINT", help="endpoint to bind (default: stream.endpoint)")
     group.add_argument("--connect", metavar="ENDPOINT", help="connect to an analyzer that binds instead")
     p.add_argument("--monitor", metavar="ENDPOINT", help="also publish frames for viewers here (lossy PUB)")
-    p.add_argument("--frames", type=int, help="simulated camera: number of frames")
+    p.add_argument("--frames", type=int, help="number of frames (simulated camera: its length; a camera: stop after N)")
     p.add_argument("--unpaced", action="store_true", help="simulated camera: as fast as possible")
     _add_common(p)
 

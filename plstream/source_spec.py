@@ -37,6 +37,8 @@ class SourceSpec:
         The camera for ``kind="genicam"`` (``[camera.genicam]``).
     micromanager : MicroManagerSettings | None
         The camera for ``kind="micromanager"`` (``[camera.micromanager]``).
+    max_frames : int | None
+        End the run after this many frames (a camera otherwise runs until stopped).
     """
 
     kind: str
@@ -44,6 +46,7 @@ class SourceSpec:
     simulation: SimulationSettings | None = None
     genicam: GenicamSettings | None = None
     micromanager: MicroManagerSettings | None = None
+    max_frames: int | None = None
 
     @property
     def live(self) -> bool:
@@ -66,14 +69,17 @@ class SourceSpec:
         return cls(kind="file", path=str(path))
 
     @classmethod
-    def named(cls, name: str, settings: Settings) -> SourceSpec:
-        """The source a command line names: ``simulated``, ``genicam``, ``micromanager`` or a movie's path."""
+    def named(cls, name: str, settings: Settings, *, max_frames: int | None = None) -> SourceSpec:
+        """The source a command line names: ``simulated``, ``genicam``, ``micromanager`` or a movie's path.
+
+        ``max_frames`` bounds a camera's run (the simulated camera and files have their own length).
+        """
         if name == "simulated":
             return cls.simulated(settings)
         if name == "genicam":
-            return cls(kind="genicam", genicam=settings.camera.genicam)
+            return cls(kind="genicam", genicam=settings.camera.genicam, max_frames=max_frames)
         if name == "micromanager":
-            return cls(kind="micromanager", micromanager=settings.camera.micromanager)
+            return cls(kind="micromanager", micromanager=settings.camera.micromanager, max_frames=max_frames)
         return cls.file(name)
 
 

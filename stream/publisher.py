@@ -413,9 +413,10 @@ class FramePublisher:
 class _SourceReader(threading.Thread):
     """Iterates a source into a queue: blocking puts (lossless) or drop-and-count (live)."""
 
-    def __init__(self, source: FrameSource, queue_frames: int | None) -> None:
+    def __init__(self, source: FrameSource, queue_frames: int | None, max_frames: int | None = None) -> None:
         super().__init__(name="plstream-source-reader", daemon=True)
         self._source = source
+        self._max_frames = max_frames
         self.lossless = queue_frames is None
         self.frames: queue.Queue[Frame] = queue.Queue(maxsize=1 if queue_frames is None else queue_frames)
         self.produced = self.dropped = 0
@@ -443,6 +444,8 @@ class _SourceReader(threading.Thread):
                         self._drop(frame)
                 if self._halt.is_set():
                     return
+                if self._max_frames is not None and self.produced >= self._max_frames:
+                    return  # as many frames as asked for: the run is complete
         except Exception as exc:  # noqa: BLE001 - handed to the publishing thread, which ends the run and re-raises
             self.error = exc
         finally:
@@ -486,6 +489,7 @@ def publish(
     ready_timeout_s: float | None = 600.0,
     on_waiting: Callable[[float], None] | None = None,
     done_timeout_s: float = 30.0,
+    max_frames: int | None = None,
 ) -> dict[str, int | float]:
     """Stream every frame of ``source`` as one run: ``start``, (the consumer's ``ready``), frames, heartbeats, ``end``.
 
@@ -519,6 +523,9 @@ def publish(
     done_timeout_s : float
         After the ``end``, how long to wait for the consumer's ``done`` before
         returning (the caller then closes the socket), s.
+    max_frames : int, optional
+        End the run (``"complete"``) after this many frames were taken from
+        the source (e.g. a camera that would run until stopped).
 
     Returns
     -------
@@ -544,7 +551,9 @@ def publish(
     if queue_frames is not None and queue_frames < 1:
         raise ValueError(f"queue_frames must be >= 1 (or None for lossless), got {queue_frames}")
     should_stop: StopCheck = stop_event.is_set if stop_event is not None else (publisher.should_stop or _never)
-    reader = _SourceReader(source, queue_frames)
+    if max_frames is not None and max_frames < 1:
+        raise ValueError(f"max_frames must be >= 1 (or None), got {max_frames}")
+    reader = _SourceReader(source, queue_frames, max_frames)
     sent = beats = 0
     blocked_before = float(publisher.counters["blocked_s"])
 

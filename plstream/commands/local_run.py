@@ -32,6 +32,7 @@ from plstream.config import Settings
 from plstream.errors import UsageError
 from plstream.orchestration import analyze_with_source_process
 from plstream.progress import ProgressLine
+from plstream.recording import RecordingPlan
 from plstream.source_spec import SourceSpec
 
 __all__ = ["replay", "run"]
@@ -52,6 +53,9 @@ def _analyze_local_source(
         live_endpoint=live,
         on_live_ready=on_live_ready(live is not None and wants_dashboard(args)),
         on_event=tell,
+        recording=RecordingPlan.from_settings(
+            settings, record=getattr(args, "record", None), no_record=getattr(args, "no_record", False)
+        ),
     )
     progress.finish(outcome.session_status)
     report(outcome, time.monotonic() - started)
@@ -66,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else default_output()
     check_output(out, settings)
     if args.source != "simulated":
-        spec = SourceSpec.named(args.source, settings)
+        spec = SourceSpec.named(args.source, settings, max_frames=args.frames)
         print(f"plstream: {args.source} camera; Ctrl-C stops cleanly", file=sys.stderr)
         return _analyze_local_source(args, spec, settings, out, None)
     return _run_simulated(args, with_simulation_flags(settings, args), out)

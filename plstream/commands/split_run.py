@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime as _dt
 import sys
 import threading
 import time
@@ -20,9 +21,11 @@ from plstream.commands._common import (
     tell,
     with_simulation_flags,
 )
+from plstream.config import Settings
 from plstream.errors import EXIT_INTERRUPTED, EXIT_OK
 from plstream.orchestration import analyze_stream, publish_source, stop_on_sigint
 from plstream.progress import ProgressLine
+from plstream.recording import RecordingPlan
 from plstream.source_spec import SourceSpec
 
 __all__ = ["acquire", "analyze"]
@@ -36,7 +39,7 @@ def acquire(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     if args.source == "simulated":
         settings = with_simulation_flags(settings, args)
-    spec = SourceSpec.named(args.source, settings)
+    spec = SourceSpec.named(args.source, settings, max_frames=args.frames)
     if spec.kind == "file":  # a wrong path or a corrupt header is reported before anything binds
         with contextlib.closing(open_movie(args.source)):
             pass
@@ -67,6 +70,7 @@ def acquire(args: argparse.Namespace) -> int:
         if round(seconds) % 5 == 1:
             print(f"plstream: waiting for the analyzer to be ready ({seconds:.0f} s)...", file=sys.stderr, flush=True)
 
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     with stop_on_sigint(stop_event):
         counters = publish_source(
             spec,
@@ -77,6 +81,9 @@ def acquire(args: argparse.Namespace) -> int:
             monitor_endpoint=args.monitor,
             progress=progress,
             on_waiting=waiting_for_analyzer,
+            recording=_source_side_recording(settings, args),
+            record_beside=Path("plstream-recordings")
+            / f"{args.source if spec.is_camera else 'source'}-{stamp}.raw.ome.tif",
         )
     print(f"plstream: source finished: {counters}")
     return EXIT_INTERRUPTED if stop_event.is_set() else EXIT_OK
@@ -111,7 +118,14 @@ def analyze(args: argparse.Namespace) -> int:
                 on_live_ready=on_live_ready(open_dashboard=False),
                 context=context,
                 on_event=tell,
+                recording=RecordingPlan.from_settings(settings, record=args.record, no_record=args.no_record),
             )
     progress.finish(outcome.session_status)
     report(outcome, time.monotonic() - started)
     return outcome_exit(outcome)
+
+
+def _source_side_recording(settings: Settings, args: argparse.Namespace) -> RecordingPlan | None:
+    """Record at the source only when asked (--record, recording.enabled = true): by default the analyzer records."""
+    plan = RecordingPlan.from_settings(settings, record=args.record, no_record=args.no_record)
+    return plan if plan.enabled else None
