@@ -1,3 +1,4 @@
+from .base import CameraError as CameraError
 from .base import CorruptInputError as CorruptInputError
 from .base import Frame as Frame
 from .base import FrameSource as FrameSource

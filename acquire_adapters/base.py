@@ -13,7 +13,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["CorruptInputError", "Frame", "FrameSource", "InputError"]
+__all__ = ["CameraError", "CorruptInputError", "Frame", "FrameSource", "InputError"]
 
 
 class InputError(ValueError):
@@ -35,6 +35,10 @@ class InputError(ValueError):
 
 class CorruptInputError(InputError):
     """An input that opened but whose content is damaged (truncated, undecodable)."""
+
+
+class CameraError(InputError):
+    """A camera that opened but failed while running (it stopped delivering, was unplugged or reset)."""
 
 
 @dataclass(frozen=True)
