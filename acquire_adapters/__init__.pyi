@@ -3,6 +3,7 @@ from .base import CorruptInputError as CorruptInputError
 from .base import Frame as Frame
 from .base import FrameSource as FrameSource
 from .base import InputError as InputError
+from .cameras.genicam import GenicamCamera as GenicamCamera
 from .files.open_movie import open_movie as open_movie
 from .files.tiff_folder import TiffFolderSource as TiffFolderSource
 from .files.tiff_stack import TiffStackSource as TiffStackSource
