@@ -3,6 +3,8 @@ from .base import CorruptInputError as CorruptInputError
 from .base import Frame as Frame
 from .base import FrameSource as FrameSource
 from .base import InputError as InputError
+from .cameras.genicam import GenicamCamera as GenicamCamera
+from .cameras.micromanager import MicroManagerCamera as MicroManagerCamera
 from .files.open_movie import open_movie as open_movie
 from .files.recorder import RECORDING_VERSION as RECORDING_VERSION
 from .files.recorder import FrameRecorder as FrameRecorder

@@ -38,7 +38,7 @@ class CorruptInputError(InputError):
 
 
 class CameraError(InputError):
-    """A camera could not be opened, configured or read; the message says what to do."""
+    """A camera failed: it could not be configured, or it stopped delivering, was unplugged or reset mid-run."""
 
 
 @dataclass(frozen=True)
