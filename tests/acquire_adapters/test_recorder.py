@@ -192,7 +192,7 @@ def test_a_slow_disk_drops_and_counts_frames_without_blocking_the_caller(tmp_pat
         feeder.start()
         feeder.join(WAIT_S)
         assert not feeder.is_alive(), "record() waited for the held writer"
-        assert writer_entered.is_set()
+        assert writer_entered.wait(WAIT_S), "the writer never took the first frame"
         assert accepted == [True] * 3 + [False] * 7  # the queue holds 3 frames (the one being written included)
         assert recorder.counters["dropped_queue_full"] == 7 and recorder.counters["frames_recorded"] == 0
 
