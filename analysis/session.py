@@ -18,6 +18,7 @@ frame; the analysis never waits for a viewer.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -33,7 +34,7 @@ import numpy as np
 from plstream import __version__
 from plstream.analysis.analyzer import StreamingAnalyzer
 from plstream.analysis.camera import CameraModel, estimate_camera_model, resolve_camera_model
-from plstream.analysis.result_file import ResultWriteError, ResultWriter
+from plstream.analysis.result_file import FrameRecord, ResultWriteError, ResultWriter
 from plstream.analysis.result_file.writer import check_destination
 from plstream.analysis.warmup import warm_up
 from plstream.config import Settings
@@ -150,6 +151,7 @@ class AnalysisSession:
         self._pending: list[FrameMessage] = []
         self._source_counters: dict[str, Any] = {}
         self._extra_summary: dict[str, Any] = {}
+        self._camera_ids: dict[int, int] = {}  # seq -> the camera's frame number, until its row is written
         self._last_spot_table = 0.0
         self._closed = False
         self._live_feed = LiveFeed(self.status, self._output_path, settings) if live else None
@@ -349,16 +351,33 @@ class AnalysisSession:
 
     def _analyze(self, message: FrameMessage) -> None:
         assert self._analyzer is not None and self._writer is not None
+        camera_id = _camera_frame_id(message.metadata)
+        if camera_id is not None:
+            self._camera_ids[message.seq] = camera_id  # its row may come out a few frames later
         try:
             records = self._analyzer.process(message.seq, message.timestamp, message.data)
         except (ValueError, ArithmeticError, IndexError) as exc:
             self.status.frames_failed += 1
+            self._camera_ids.pop(message.seq, None)
             logger.error("frame %d could not be analyzed and is skipped: %s", message.seq, exc)
             return
         for record in records:
-            self._writer.append(record)
-            if self._live_feed is not None:
-                self._live_feed.state.append(record)
+            self._append(record)
+        self._after_frame(message)
+
+    def _append(self, record: FrameRecord) -> None:
+        """One result row to the file and the live history, with the camera's frame number when known."""
+        assert self._writer is not None
+        camera_id = self._camera_ids.pop(record.seq, None)
+        if camera_id is not None:
+            record = dataclasses.replace(record, camera_frame_id=camera_id)
+        self._writer.append(record)
+        if self._live_feed is not None:
+            self._live_feed.state.append(record)
+
+    def _after_frame(self, message: FrameMessage) -> None:
+        """Counters, the spot table and mean now and then, and the live view after each analyzed frame."""
+        assert self._analyzer is not None
         self.status.frames_analyzed += 1
         self.status.spots = len(self._analyzer.spots)
         drift = self._analyzer.drift
@@ -407,9 +426,7 @@ class AnalysisSession:
             if self._writer is not None:
                 assert self._analyzer is not None
                 for record in self._analyzer.finish():
-                    self._writer.append(record)
-                    if self._live_feed is not None:
-                        self._live_feed.state.append(record)
+                    self._append(record)
                 mean = self._write_spot_table()
                 if self._live_feed is not None:
                     self._live_feed.publish_tables(self._analyzer.spots, mean, self._measured_psf_sigma())
@@ -540,3 +557,15 @@ def run_analysis(
                 return {"complete": "complete", "stopped": "interrupted"}.get(reason, "error")
         if on_tick is not None:
             on_tick(session.status)
+
+
+def _camera_frame_id(metadata: dict[str, Any]) -> int | None:
+    """The camera's own number of a frame, from its metadata.
+
+    GenICam cameras give ``camera_frame_id``, Micro-Manager ``image_number``; None when neither is there.
+    """
+    for key in ("camera_frame_id", "image_number"):
+        value = metadata.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63:
+            return value
+    return None

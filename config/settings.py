@@ -232,6 +232,7 @@ class StreamSettings:
     monitor_endpoint: str = _setting("", endpoint=True, empty_ok=True)
     send_hwm: int = _setting(8, low=1)
     live_queue_frames: int = _setting(256, low=1)
+    live_queue_mb: float = _setting(512.0, low=1, high=1_048_576)
     silence_warning_s: float = _setting(5.0, low=0, low_open=True)
     peer_timeout_s: float = _setting(60.0, low=0, low_open=True)
     ready_timeout_s: float = _setting(600.0, low=0, low_open=True)

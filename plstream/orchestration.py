@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import zmq
 
 from plstream.acquire_adapters.base import FrameSource, InputError
@@ -101,10 +102,11 @@ def publish_source(
     else ``record_beside``) before it goes to the network.
     """
     source: FrameSource = build_source(spec)
+    description = source.describe()
     if recording is not None and recording.wanted(spec.kind):
         source = RecordedSource(source, recording, record_beside or Path("plstream-recording.raw.ome.tif"))
-    live = spec.live or bool(source.describe().get("live"))
-    queue_frames = settings.stream.live_queue_frames if live else None
+    live = spec.live or bool(description.get("live"))
+    queue_frames = _live_queue_frames(settings, description) if live else None
     with contextlib.closing(source), zmq.Context() as context:
         with FramePublisher(
             context,
@@ -127,6 +129,17 @@ def publish_source(
                 on_waiting=on_waiting,
                 max_frames=spec.max_frames,
             )
+
+
+def _live_queue_frames(settings: Settings, description: dict[str, Any]) -> int:
+    """How many frames a live source may queue: ``stream.live_queue_frames``, and no more than ``live_queue_mb``."""
+    try:
+        rows, cols = (int(n) for n in description["shape"])
+        frame_bytes = rows * cols * np.dtype(description["dtype"]).itemsize
+    except (KeyError, TypeError, ValueError):
+        return settings.stream.live_queue_frames
+    by_memory = int(settings.stream.live_queue_mb * 2**20 // max(frame_bytes, 1))
+    return max(2, min(settings.stream.live_queue_frames, by_memory))
 
 
 def _source_process_main(spec: SourceSpec, endpoint: str, settings: Settings, stop_event: Any, results: Any) -> None:

@@ -215,9 +215,9 @@ class FrameBlock:
         a = self.arrays
         for spec in TRACE_DATASETS:
             a[spec.field][r, :n_spots] = getattr(record, spec.field)
-        a["drift_xy"][r] = record.drift_xy
-        a["seq"][r] = record.seq
-        a["timestamp"][r] = record.timestamp
+        for spec in FRAME_DATASETS:
+            if not spec.per_spot:
+                a[spec.field][r] = getattr(record, spec.field)
         self.n_spots[r] = n_spots
         self.max_spots = max(self.max_spots, n_spots)
         self.n_rows = r + 1

@@ -169,14 +169,26 @@ DATASETS: tuple[DatasetSpec, ...] = (
         "mean_image",
         "drift-corrected mean image in reference-frame coordinates (rewritten at each flush)",
     ),
+    # Added in plstream 0.3 (layout 1):
+    _spec(
+        "/frames/camera_frame_id",
+        "<i8",
+        "T",
+        -1,
+        "1",
+        "camera_frame_id",
+        "the camera's own number of the frame (GenTL frame ID, Micro-Manager image number); -1 when it has none",
+    ),
 )
+ADDED_DATASETS = frozenset({"/images/mean", "/frames/camera_frame_id"})
+"""Datasets added under new names after the first files of layout 1 were written: older files lack them."""
 FRAME_DATASETS = tuple(s for s in DATASETS if s.per_frame)
 TRACE_DATASETS = tuple(s for s in FRAME_DATASETS if s.per_spot)
 SPOT_DATASETS = tuple(s for s in DATASETS if s.axes == ("S",))
 GAP_DATASET = next(s for s in DATASETS if s.axes[0] == "G")
 MEAN_IMAGE_DATASET = next(s for s in DATASETS if s.field == "mean_image")
 #: Datasets every result file has; the images exist only in files whose writer knew the frame shape.
-REQUIRED_DATASETS = tuple(s for s in DATASETS if not s.is_image)
+REQUIRED_DATASETS = tuple(s for s in DATASETS if s.path not in ADDED_DATASETS)
 
 
 @dataclass(frozen=True)
@@ -207,6 +219,8 @@ class FrameRecord:
         1 = successful fit.
     state : (S_t,) int8
         1 on, 0 off, -1 not measured.
+    camera_frame_id : int
+        The camera's own number of the frame (-1 when the source has none).
     """
 
     index: int
@@ -224,6 +238,7 @@ class FrameRecord:
     fit_uncertainty: FloatArray
     fit_success: IntArray
     state: IntArray
+    camera_frame_id: int = -1
 
     @property
     def n_spots(self) -> int:

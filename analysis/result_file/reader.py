@@ -107,6 +107,7 @@ class Results:
     timestamp: FloatArray
     gaps: IntArray
     mean_image: FloatArray | None
+    camera_frame_id: IntArray
 
     @property
     def n_frames(self) -> int:
@@ -263,6 +264,10 @@ def _read_fields(f: h5py.File, path: Path, limits: dict[str, Any], *, start: int
     for spec in layout.DATASETS:
         if spec.is_image:
             out[spec.field] = f[spec.path][()] if spec.path in f else None
+            continue
+        if spec.path not in f:  # added after this file was written: what it would have held
+            rows = t1 - t0 if spec.per_frame else 0
+            out[spec.field] = np.full((rows, *(int(a) for a in spec.axes[1:])), spec.fill, dtype=spec.dtype)
             continue
         d = f[spec.path]
         if spec.axes == ("T", "S"):
