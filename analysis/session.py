@@ -52,6 +52,9 @@ _GAPS_IN_SUMMARY = 100
 _MIN_FRAMES_FOR_ESTIMATE = 10
 
 
+SOURCE_DIED = "the source process exited without ending the stream"
+
+
 class StreamSilentError(RuntimeError):
     """The source stopped sending (no frames, no heartbeats) for longer than allowed."""
 
@@ -534,7 +537,7 @@ def run_analysis(
         if message is None:
             silent = now - last_message
             if source_alive is not None and not source_alive() and silent > 1.0:
-                raise StreamSilentError("the source process exited without ending the stream")
+                raise StreamSilentError(SOURCE_DIED)
             if silent > peer_timeout_s:
                 raise StreamSilentError(
                     f"no frames or heartbeats from the source for {silent:.0f} s; is it still running? "

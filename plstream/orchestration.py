@@ -34,7 +34,14 @@ import zmq
 
 from plstream.acquire_adapters.base import FrameSource, InputError
 from plstream.analysis.result_file import ResultWriteError
-from plstream.analysis.session import AnalysisError, AnalysisSession, SessionStatus, StreamSilentError, run_analysis
+from plstream.analysis.session import SOURCE_DIED as _SOURCE_DIED
+from plstream.analysis.session import (
+    AnalysisError,
+    AnalysisSession,
+    SessionStatus,
+    StreamSilentError,
+    run_analysis,
+)
 from plstream.config import Settings
 from plstream.recording import RecordedSource, RecordingPlan, RecordingSubscriber
 from plstream.source_spec import SourceSpec, build_source
@@ -356,8 +363,8 @@ def analyze_with_source_process(
         kind, payload = results.get(timeout=1.0)
     except queue.Empty:
         kind, payload = "unknown", {}
-    if kind == "error" and not outcome.error:
-        outcome.error = str(payload)
+    if kind == "error" and (not outcome.error or outcome.error == _SOURCE_DIED):
+        outcome.error = str(payload)  # the source's own words beat "it exited"
         if outcome.status == "complete":
             outcome.status = "error"
     elif kind == "ok":

@@ -84,6 +84,9 @@ def report(outcome: AnalysisOutcome, elapsed_s: float) -> None:
     )
     if "psf_sigma_px" in outcome.summary:
         print(f"plstream: PSF sigma {outcome.summary['psf_sigma_px']:.3f} px")
+    if not outcome.output_path.exists():
+        print(f"results: none written ({outcome.output_path} was not created: the analysis never started)")
+        return
     losses = outcome.summary.get("losses", "")
     status = f"{outcome.status}, {losses}" if losses else outcome.status
     print(f"results: {outcome.output_path.resolve()} (status: {status})")
