@@ -248,6 +248,8 @@ class LiveSettings:
     image_interval_s: float = _setting(0.1, low=0)
     mean_interval_s: float = _setting(1.0, low=0)
     linger_s: float = _setting(1.0, low=0)
+    max_reply_mb: float = _setting(4.0, low=0.0625, high=1024)
+    max_queued_mb: float = _setting(64.0, low=1, high=1_048_576)
 
 
 @dataclass(frozen=True)

@@ -168,6 +168,7 @@ def _serving_live_results(
     context: zmq.Context,
     session: AnalysisSession,
     endpoint: str,
+    settings: Settings,
     *,
     on_live_ready: Callable[[str], None] | None,
     linger_s: float,
@@ -179,7 +180,14 @@ def _serving_live_results(
     """
     live = session.live
     assert live is not None, "the session needs live=True"
-    with LiveResultServer(context, endpoint, live.update_for) as server:
+    server = LiveResultServer(
+        context,
+        endpoint,
+        live.update_for,
+        max_reply_bytes=int(settings.live.max_reply_mb * 2**20),
+        max_queued_bytes=int(settings.live.max_queued_mb * 2**20),
+    )
+    with server:
         logger.info("live results at %s; view with: plstream dashboard --connect %s", server.endpoint, server.endpoint)
         if on_live_ready is not None:
             on_live_ready(server.endpoint)
@@ -254,6 +262,7 @@ def analyze_stream(
                     context,
                     session,
                     live_endpoint,
+                    settings,
                     on_live_ready=on_live_ready,
                     linger_s=settings.live.linger_s if linger_s is None else linger_s,
                 )
