@@ -34,7 +34,7 @@ from typing import Any
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
-from plstream.stream.endpoints import is_loopback
+from plstream.stream.endpoints import SocketPreparer, secure_socket
 from plstream.stream.live.messages import LiveRequest, LiveUpdate
 from plstream.stream.live.wire import MAX_REQUEST_ID_BYTES, LiveProtocolError, decode_request, encode_update
 
@@ -58,8 +58,9 @@ _COUNTERS = (
     "refused",
     "truncated",
     "released_on_leave",
+    "refused_handshakes",
 )
-_MONITORED = zmq.EVENT_DISCONNECTED
+_MONITORED = zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
 
 
 class _InFlight:
@@ -150,6 +151,10 @@ class LiveResultServer:
         Most bytes of replies in flight, over all viewers (see the module
         docstring); a request that would exceed it is refused. With the
         defaults, 16 viewers catch up at full speed at once.
+    security : SocketSecurity, optional
+        Encrypts the endpoint and admits only allowed viewers where the endpoint
+        needs it (see :mod:`plstream.stream.security`); without it only loopback
+        and ipc endpoints can be bound.
 
     Attributes
     ----------
@@ -160,8 +165,9 @@ class LiveResultServer:
         refused to queue: the viewer's queue was full or it had gone), ``refused``
         (requests not answered because ``max_queued_bytes`` were in flight),
         ``truncated`` (replies cut to ``max_reply_bytes``), ``released_on_leave``
-        (viewers whose replies were released because their connection closed).
-        Written by the server thread only.
+        (viewers whose replies were released because their connection closed),
+        ``refused_handshakes`` (connections whose CURVE handshake failed: an
+        unknown key). Written by the server thread only.
 
     Examples
     --------
@@ -179,6 +185,7 @@ class LiveResultServer:
         send_hwm: int = 1,
         max_reply_bytes: int = 4 << 20,
         max_queued_bytes: int = 64 << 20,
+        security: SocketPreparer | None = None,
     ) -> None:
         if not callable(provider):
             raise TypeError(f"provider must be a callable LiveRequest -> LiveUpdate, got {type(provider).__name__}")
@@ -194,6 +201,7 @@ class LiveResultServer:
         self._max_request_bytes = int(max_request_bytes)
         self._send_hwm = int(send_hwm)
         self._max_reply_bytes = int(max_reply_bytes)
+        self._security = security
         self._in_flight = _InFlight(max_queued_bytes)
         # Rows that fit in a page, learned from the provider's last reply (to ask it for no more than that);
         # until the first reply with rows, a guess that keeps the first copy small whatever the number of spots.
@@ -204,6 +212,8 @@ class LiveResultServer:
         self._stop = threading.Event()
         self._closed = False
         self._last_refusal_log = -float("inf")
+        self.encrypted = False
+        """Whether the endpoint is served with CURVE (set by :meth:`start`)."""
         self.counters: dict[str, int] = dict.fromkeys(_COUNTERS, 0)
 
     # ------------------------------------------------------------------ lifecycle
@@ -234,6 +244,8 @@ class LiveResultServer:
         ------
         LiveEndpointError
             If the endpoint cannot be bound; the message says why and what to do.
+        SecurityError
+            If the endpoint needs keys that are missing or unsafe.
         RuntimeError
             If the server was already started or is closed.
         """
@@ -250,6 +262,9 @@ class LiveResultServer:
             socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
             socket.setsockopt(zmq.HEARTBEAT_IVL, _HEARTBEAT_IVL_MS)
             socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, _HEARTBEAT_TIMEOUT_MS)
+            self.encrypted = secure_socket(
+                socket, self._requested_endpoint, bind=True, role="live results", security=self._security
+            )
             monitor = socket.get_monitor_socket(_MONITORED)
             try:
                 socket.bind(self._requested_endpoint)
@@ -269,13 +284,7 @@ class LiveResultServer:
         self._socket, self._monitor = socket, monitor
         self._thread = threading.Thread(target=self._serve, name=f"live-results {self._endpoint}", daemon=True)
         self._thread.start()
-        if not is_loopback(resolved):
-            logger.warning(
-                "live results are served unencrypted on %s, reachable from other machines; "
-                "bind to tcp://127.0.0.1:PORT unless this network is trusted",
-                resolved,
-            )
-        logger.info("serving live results on %s", self._endpoint)
+        logger.info("serving live results on %s%s", self._endpoint, " (CURVE)" if self.encrypted else "")
 
     def close(self) -> None:
         """Stop the thread and close the socket; safe to call more than once."""
@@ -341,15 +350,19 @@ class LiveResultServer:
             logger.error("live result server on %s stopped: %s", self._endpoint, exc)
 
     def _read_monitor(self, monitor: zmq.Socket) -> None:
-        """Release the replies of viewers whose connection closed."""
+        """Release the replies of viewers whose connection closed; count refused handshakes."""
         while True:
             try:
                 event = monitor.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
             parsed = parse_monitor_message(event)
-            if parsed["event"] == zmq.EVENT_DISCONNECTED:  # its value is the connection's file descriptor
-                self.counters["released_on_leave"] += self._in_flight.left(int(parsed["value"]))
+            kind = parsed["event"]
+            if kind == zmq.EVENT_DISCONNECTED:  # its value is the connection's file descriptor
+                released = self._in_flight.left(int(parsed["value"]))
+                self.counters["released_on_leave"] += released
+            elif kind in (zmq.EVENT_HANDSHAKE_FAILED_AUTH, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL):
+                self.counters["refused_handshakes"] += 1
 
     def _answer(self, socket: zmq.Socket, parts: list[Any]) -> None:
         self.counters["requests"] += 1
