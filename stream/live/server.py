@@ -398,13 +398,12 @@ class LiveResultServer:
             self._refuse()
             return
         try:
-            # Without a copy: the arrays are fresh or read-only (see ``provider``); ZeroMQ frees them once sent.
-            socket.send_multipart([identity, envelope, *reply], zmq.NOBLOCK, copy=False)
+            _send(socket, [identity, envelope, *reply])
         except zmq.ContextTerminated:
             raise
         except zmq.ZMQError as exc:  # EAGAIN: this viewer's queue is full; EHOSTUNREACH: it has gone
             self.counters["dropped"] += 1
-            if previous is not None and exc.errno == errno.EAGAIN:  # its earlier reply is still queued
+            if previous is not None and exc.errno == errno.EAGAIN:  # it asked again without reading
                 self._in_flight.charge(identity, previous[0], previous[1])
             logger.debug("dropped a live reply (%d dropped): %s", self.counters["dropped"], exc)
             return
@@ -458,6 +457,23 @@ class LiveResultServer:
     def _malformed(self, problem: str) -> None:
         self.counters["malformed"] += 1
         logger.warning("skipped a malformed live request (%d so far): %s", self.counters["malformed"], problem)
+
+
+def _send(socket: zmq.Socket, parts: list[Any]) -> None:
+    """Queue one reply without blocking; raise ``zmq.Again`` only when the viewer's queue is really full.
+
+    The arrays go without a copy: they are fresh or read-only (see ``provider``),
+    and ZeroMQ frees them once sent. ZeroMQ learns that a viewer's queue has
+    drained from a command its I/O thread posts, which a send reads at most
+    once a millisecond: with a queue of one reply, the answer to a viewer that
+    has just read its last reply and asked again could find the queue "full".
+    Reading the commands (``EVENTS``) and sending once more tells the two apart.
+    """
+    try:
+        socket.send_multipart(parts, zmq.NOBLOCK, copy=False)
+    except zmq.Again:
+        socket.getsockopt(zmq.EVENTS)  # unthrottled: takes in every pending command
+        socket.send_multipart(parts, zmq.NOBLOCK, copy=False)
 
 
 def _connection_of(part: zmq.Frame) -> int:

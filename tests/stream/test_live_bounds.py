@@ -112,3 +112,15 @@ def test_a_reading_viewer_gets_the_whole_history_page_by_page(context):
 def test_limits_must_be_positive(context, bad):
     with pytest.raises(ValueError, match=">= 1"):
         LiveResultServer(context, "tcp://127.0.0.1:0", lambda request: None, **bad)
+
+
+def test_a_viewer_that_reads_is_never_dropped(context):
+    """With one reply queued per viewer, the answer to a viewer that has just read must still be queued at once."""
+    state = _history(frames=100, spots=20)
+    with (
+        LiveResultServer(context, "tcp://127.0.0.1:0", state.update_for) as server,
+        LiveResultClient(context, server.endpoint, timeout_s=2.0) as client,
+    ):
+        for _ in range(1000):
+            assert client.fetch(LiveRequest(max_frames=50)) is not None, server.counters
+        assert server.counters["dropped"] == 0 and client.counters["timeouts"] == 0
