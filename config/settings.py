@@ -34,6 +34,7 @@ __all__ = [
     "OutputSettings",
     "PsfSettings",
     "RecordingSettings",
+    "SecuritySettings",
     "Settings",
     "SettingsError",
     "SimulationSettings",
@@ -253,6 +254,15 @@ class LiveSettings:
 
 
 @dataclass(frozen=True)
+class SecuritySettings:
+    """CURVE keys for the endpoints other machines can reach (``[security]``; ``plstream keys``)."""
+
+    keys_dir: str = ""
+    allowed_dir: str = ""
+    server_key: str = ""
+
+
+@dataclass(frozen=True)
 class RecordingSettings:
     """Writing every raw frame that arrives to an OME-TIFF (``[recording]``; ``--record``)."""
 
@@ -290,6 +300,7 @@ class Settings:
     output: OutputSettings = field(default_factory=OutputSettings)
     stream: StreamSettings = field(default_factory=StreamSettings)
     live: LiveSettings = field(default_factory=LiveSettings)
+    security: SecuritySettings = field(default_factory=SecuritySettings)
     recording: RecordingSettings = field(default_factory=RecordingSettings)
     simulation: SimulationSettings = field(default_factory=SimulationSettings)
 

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import stat
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +23,8 @@ import pytest
 import zmq
 
 from plstream.acquire_adapters.base import Frame
+from plstream.cli import main
+from plstream.dashboard.desktop import dashboard_command
 from plstream.stream import (
     ConsumerTimeout,
     FramePublisher,
@@ -32,6 +38,7 @@ from plstream.stream.security import (
     Security,
     SecurityError,
     allow_key,
+    allowed_keys,
     init_keys,
     load_key_pair,
 )
@@ -90,14 +97,53 @@ def _live_state() -> LiveState:
 
 
 # ---------------------------------------------------------------------------------------------- keys on disk
+def test_keys_init_writes_a_private_secret_and_never_overwrites(tmp_path, capsys):
+    folder = tmp_path / "keys"
+    assert main(["keys", "init", "--dir", str(folder)]) == 0
+    out = capsys.readouterr().out
+    pair = load_key_pair(folder)
+    assert pair.public_text in out and str(folder) in out
+    assert stat.S_IMODE(os.stat(folder / "plstream.key_secret").st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(folder / "allowed").st_mode) == 0o700
+    assert pair.secret.decode() not in (folder / "plstream.key").read_text()
+
+    assert main(["keys", "init", "--dir", str(folder)]) == 1
+    assert "already holds a key pair" in capsys.readouterr().err
+    assert load_key_pair(folder) == pair, "an existing pair was replaced without --force"
+    assert main(["keys", "init", "--dir", str(folder), "--force"]) == 0
+    assert load_key_pair(folder).public != pair.public
+    assert stat.S_IMODE(os.stat(folder / "plstream.key_secret").st_mode) == 0o600
+
+
+def test_keys_allow_and_show(tmp_path, capsys):
+    here, peer = tmp_path / "here", tmp_path / "peer"
+    main(["keys", "init", "--dir", str(here)])
+    main(["keys", "init", "--dir", str(peer)])
+    peer_key = load_key_pair(peer).public_text
+    capsys.readouterr()
+    assert main(["keys", "allow", peer_key, "--name", "microscope", "--dir", str(here)]) == 0
+    assert "allowed" in capsys.readouterr().out
+    assert main(["keys", "allow", str(peer / "plstream.key"), "--dir", str(here)]) == 0  # the same key, from its file
+    assert "allowed already, as microscope" in capsys.readouterr().out
+    assert allowed_keys(here / "allowed") == {"microscope": peer_key.encode()}
+    assert main(["keys", "show", "--dir", str(here)]) == 0
+    out = capsys.readouterr().out
+    assert load_key_pair(here).public_text in out and "microscope" in out and peer_key in out
+    assert main(["keys", "allow", "not-a-key", "--dir", str(here)]) == 1
+    assert "neither a public key" in capsys.readouterr().err
+
+
 @pytest.mark.skipif(os.name == "nt", reason="POSIX file modes")
-def test_a_secret_readable_by_others_is_refused(machines, contexts):
+def test_a_secret_readable_by_others_is_refused(machines, contexts, capsys):
     secret = machines.server / "plstream.key_secret"
     secret.chmod(0o644)
     with pytest.raises(SecurityError, match="chmod 600"):
         load_key_pair(machines.server)
     with _policy(machines.server).on(contexts.server) as secured, pytest.raises(SecurityError, match="chmod 600"):
         FrameSubscriber(contexts.server, ANY_PORT, bind=True, security=secured)
+    assert main(["keys", "show", "--dir", str(machines.server)]) == 1
+    assert "mode 0644" in capsys.readouterr().err
 
 
 def test_a_server_without_allowed_keys_is_refused(machines, contexts):
@@ -145,6 +191,18 @@ def test_loopback_needs_no_keys(tmp_path, context):
                 assert isinstance(subscriber.receive(WAIT_S), StartMessage)
         assert not secured.serving
     assert not (tmp_path / "no-keys").exists()
+
+
+def test_the_cli_refuses_a_network_bind_without_keys(tmp_path, capsys):
+    keys = f"security.keys_dir={tmp_path / 'no-keys'}"
+    status = main(["analyze", "--bind", "tcp://*:0", "--out", str(tmp_path / "r.h5"), "--set", keys])
+    err = capsys.readouterr().err
+    assert status == 1 and "refusing to bind" in err and "plstream keys init" in err and "--insecure" in err
+    status = main(["acquire", "simulated", "--bind", "tcp://*:0", "--frames", "1", "--set", keys])
+    assert status == 1 and "plstream keys init" in capsys.readouterr().err
+    status = main(["run", "--headless", "--live", "tcp://*:0", "--out", str(tmp_path / "s.h5"), "--set", keys])
+    assert status == 1 and "live results" in capsys.readouterr().err
+    assert not (tmp_path / "r.h5").exists() and not (tmp_path / "s.h5").exists()
 
 
 # ---------------------------------------------------------------------------------------------- the data stream
@@ -244,3 +302,23 @@ def test_live_results_allowed_dashboard_gets_updates_stranger_gets_nothing(machi
         with LiveResultClient(contexts.client, server.endpoint, timeout_s=WAIT_S, security=client_side) as client:
             update = client.fetch(LiveRequest())
         assert update is not None and update.n_frames == 5 and update.session_id == state.session_id
+
+
+def test_a_replay_serving_a_network_address_encrypts_and_says_how_to_view(small_movie, tmp_path):
+    path, _truth, _ = small_movie
+    keys = tmp_path / "keys"
+    pair = init_keys(keys)
+    allow_key(keys / "allowed", init_keys(tmp_path / "colleague").public_text, "colleague")
+    command = [sys.executable, "-m", "plstream", "replay", str(path), "--out", str(tmp_path / "r.h5"), "--headless"]
+    command += ["--live", "tcp://0.0.0.0:0", "--set", f"security.keys_dir={keys}", "--set", "live.linger_s=0"]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    hint = re.search(r"live results at (tcp://127\.0\.0\.1:\d+) \(encrypted; view with: (.*)\)", proc.stderr)
+    assert hint, proc.stderr
+    assert hint.group(2) == f"plstream dashboard --connect {hint.group(1)} --server-key '{pair.public_text}'"
+
+
+def test_a_launched_dashboard_gets_the_key_and_the_keys_folder():
+    command = dashboard_command("tcp://127.0.0.1:5560", "-KEY", ["--set", "security.keys_dir=/k"])
+    assert command[-5:] == ["--connect", "tcp://127.0.0.1:5560", "--set", "security.keys_dir=/k", "--server-key=-KEY"]
+    assert dashboard_command("tcp://127.0.0.1:5560")[-2:] == ["--connect", "tcp://127.0.0.1:5560"]
