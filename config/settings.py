@@ -34,6 +34,7 @@ __all__ = [
     "OutputSettings",
     "PsfSettings",
     "RecordingSettings",
+    "SecuritySettings",
     "Settings",
     "SettingsError",
     "SimulationSettings",
@@ -248,6 +249,17 @@ class LiveSettings:
     image_interval_s: float = _setting(0.1, low=0)
     mean_interval_s: float = _setting(1.0, low=0)
     linger_s: float = _setting(1.0, low=0)
+    max_reply_mb: float = _setting(4.0, low=0.0625, high=1024)
+    max_queued_mb: float = _setting(64.0, low=1, high=1_048_576)
+
+
+@dataclass(frozen=True)
+class SecuritySettings:
+    """CURVE keys for the endpoints other machines can reach (``[security]``; ``plstream keys``)."""
+
+    keys_dir: str = ""
+    allowed_dir: str = ""
+    server_key: str = ""
 
 
 @dataclass(frozen=True)
@@ -288,6 +300,7 @@ class Settings:
     output: OutputSettings = field(default_factory=OutputSettings)
     stream: StreamSettings = field(default_factory=StreamSettings)
     live: LiveSettings = field(default_factory=LiveSettings)
+    security: SecuritySettings = field(default_factory=SecuritySettings)
     recording: RecordingSettings = field(default_factory=RecordingSettings)
     simulation: SimulationSettings = field(default_factory=SimulationSettings)
 

@@ -24,4 +24,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     )
     parser.add_argument("--timeout", type=float, default=30.0, metavar="S", help="screenshot: wait at most S seconds")
     parser.add_argument("--redraw-hz", type=float, default=20.0, metavar="HZ", help="redraw rate (at most 30)")
+    security = parser.add_argument_group("security (an analyzer on another machine; set up with 'plstream keys')")
+    security.add_argument(
+        "--server-key",
+        metavar="KEY_OR_FILE",
+        help="the analyzer's public key: 40 characters, a certificate file or the NAME of an allowed key (default: "
+        "security.server_key, else the only allowed key); also encrypts a loopback endpoint (an SSH tunnel, or an "
+        "analyzer here that binds all interfaces)",
+    )
+    security.add_argument(
+        "--insecure",
+        action="store_true",
+        help="connect to an analyzer on another machine without encryption (one started with --insecure)",
+    )
     return parser

@@ -11,7 +11,7 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 __all__ = ["dashboard_command", "display_available", "launch_dashboard"]
 
@@ -55,32 +55,42 @@ def display_available(environ: Mapping[str, str] | None = None, platform: str | 
     return bool(env.get("DISPLAY") or env.get("WAYLAND_DISPLAY"))
 
 
-def dashboard_command(endpoint: str) -> list[str]:
-    """The command line of a dashboard connected to the live results at ``endpoint``."""
-    return [sys.executable, "-m", "plstream", "dashboard", "--connect", endpoint]
+def dashboard_command(endpoint: str, server_key: str | None = None, options: Sequence[str] = ()) -> list[str]:
+    """The command line of a dashboard connected to the live results at ``endpoint``.
+
+    ``server_key``: the analyzer's public key when the endpoint is encrypted;
+    ``options``: more arguments (e.g. ``--set security.keys_dir=...``).
+    """
+    command = [sys.executable, "-m", "plstream", "dashboard", "--connect", endpoint, *options]
+    return [*command, f"--server-key={server_key}"] if server_key else command
 
 
-def launch_dashboard(endpoint: str) -> subprocess.Popen[bytes] | None:
+def launch_dashboard(
+    endpoint: str, *, server_key: str | None = None, options: Sequence[str] = ()
+) -> subprocess.Popen[bytes] | None:
     """Open a dashboard window on the live results at ``endpoint``, in its own detached process.
+
+    ``server_key`` and ``options`` are as in :func:`dashboard_command`.
 
     The window stays open after this process ends. A failure to start it is
     logged as a warning that says how to start it by hand, and ``None`` is
     returned: the analysis goes on without it.
     """
-    command = dashboard_command(endpoint)
-    options: dict[str, object] = {"stdin": subprocess.DEVNULL, "stdout": subprocess.DEVNULL, "close_fds": True}
+    command = dashboard_command(endpoint, server_key, options)
+    popen: dict[str, object] = {"stdin": subprocess.DEVNULL, "stdout": subprocess.DEVNULL, "close_fds": True}
     if os.name == "nt":
         flags = subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.DETACHED_PROCESS  # type: ignore[attr-defined]
-        options["creationflags"] = flags
+        popen["creationflags"] = flags
     else:
-        options["start_new_session"] = True  # Ctrl-C in this terminal stops the analysis, not the window
+        popen["start_new_session"] = True  # Ctrl-C in this terminal stops the analysis, not the window
     try:
-        process = subprocess.Popen(command, **options)  # type: ignore[call-overload]
+        process = subprocess.Popen(command, **popen)  # type: ignore[call-overload]
     except OSError as exc:
         logger.warning(
-            "could not open the dashboard (%s); the analysis goes on. Open it with: plstream dashboard --connect %s",
+            "could not open the dashboard (%s); the analysis goes on. Open it with: plstream dashboard --connect %s%s",
             exc,
             endpoint,
+            f" --server-key '{server_key}'" if server_key else "",
         )
         return None
     logger.info("opened the dashboard (process %d)", process.pid)

@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import zmq
@@ -23,6 +23,9 @@ import zmq
 from plstream.analysis.result_file import ResultFileError, ResultFollower, Results, load_results
 from plstream.dashboard.model import DashboardModel
 from plstream.stream.live.messages import LiveUpdate
+
+if TYPE_CHECKING:  # only for annotations: the feed module stays light
+    from plstream.stream.security import Security
 
 __all__ = ["FileFeed", "StreamFeed", "results_to_update"]
 
@@ -101,6 +104,9 @@ class StreamFeed(_Feed):
         Pause after an unanswered request, s.
     max_frames : int
         Rows asked for per request.
+    security : Security, optional
+        Keys for an analyzer on another machine (see :mod:`plstream.stream.security`);
+        without it only loopback endpoints can be reached.
     """
 
     name = "stream-feed"
@@ -114,9 +120,11 @@ class StreamFeed(_Feed):
         timeout_s: float = 2.0,
         retry_interval_s: float = 1.0,
         max_frames: int = 4096,
+        security: Security | None = None,
     ) -> None:
         super().__init__()
         self.endpoint = endpoint
+        self._security = security
         self._context = context
         self.poll_interval_s = float(poll_interval_s)
         self.timeout_s = float(timeout_s)
@@ -130,7 +138,15 @@ class StreamFeed(_Feed):
         from plstream.stream.live.client import LiveResultClient  # imported late: the feed module stays light
 
         context = self._context if self._context is not None else zmq.Context()
-        client = LiveResultClient(context, self.endpoint, timeout_s=self.timeout_s)
+        secured = self._security.on(context) if self._security is not None else None
+        try:
+            client = LiveResultClient(context, self.endpoint, timeout_s=self.timeout_s, security=secured)
+        except BaseException:
+            if secured is not None:
+                secured.close()
+            if self._context is None:
+                context.term()
+            raise
         try:
             while not self._stop.is_set():
                 update = client.fetch(model.next_request(self.max_frames))
@@ -149,6 +165,8 @@ class StreamFeed(_Feed):
                 self._stop.wait(max(self.poll_interval_s, self.retry_interval_s) if ended else self.poll_interval_s)
         finally:
             client.close()
+            if secured is not None:
+                secured.close()
             if self._context is None:
                 context.term()
 

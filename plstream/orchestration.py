@@ -46,6 +46,7 @@ from plstream.config import Settings
 from plstream.recording import RecordedSource, RecordingPlan, RecordingSubscriber
 from plstream.source_spec import SourceSpec, build_source
 from plstream.stream import FramePublisher, FrameSubscriber, LiveResultServer, publish
+from plstream.stream.security import Security, SocketSecurity
 
 __all__ = ["AnalysisOutcome", "analyze_stream", "analyze_with_source_process", "publish_source", "stop_on_sigint"]
 
@@ -64,6 +65,16 @@ class AnalysisOutcome:
     session_status: SessionStatus
     error: str = ""
     source_counters: dict[str, Any] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def _secured(context: zmq.Context, security: Security | None) -> Iterator[SocketSecurity | None]:
+    """The context's :class:`SocketSecurity` under ``security`` (None: loopback endpoints only)."""
+    if security is None:
+        yield None
+        return
+    with security.on(context) as secured:
+        yield secured
 
 
 @contextlib.contextmanager
@@ -99,6 +110,7 @@ def publish_source(
     on_waiting: Callable[[float], None] | None = None,
     recording: RecordingPlan | None = None,
     record_beside: Path | None = None,
+    security: Security | None = None,
 ) -> dict[str, Any]:
     """Stream one source to ``endpoint`` until it ends or ``stop_event`` is set; returns the counters.
 
@@ -106,7 +118,9 @@ def publish_source(
     once the analyzer said it is ready (``on_waiting`` is told how long that
     takes, about once a second). With a ``recording`` plan that wants this
     source, every frame taken from it is also recorded (to the plan's path,
-    else ``record_beside``) before it goes to the network.
+    else ``record_beside``) before it goes to the network. ``security``
+    encrypts the endpoints other machines can reach (without it, only
+    loopback and ipc endpoints are allowed).
     """
     source: FrameSource = build_source(spec)
     description = source.describe()
@@ -114,7 +128,7 @@ def publish_source(
         source = RecordedSource(source, recording, record_beside or Path("plstream-recording.raw.ome.tif"))
     live = spec.live or bool(description.get("live"))
     queue_frames = _live_queue_frames(settings, description) if live else None
-    with contextlib.closing(source), zmq.Context() as context:
+    with contextlib.closing(source), zmq.Context() as context, _secured(context, security) as secured:
         with FramePublisher(
             context,
             endpoint,
@@ -124,6 +138,7 @@ def publish_source(
             # deliverable while the analyzer drains its queue (the parent bounds this wait).
             linger_ms=int(settings.stream.peer_timeout_s * 1000),
             monitor_endpoint=monitor_endpoint or None,
+            security=secured,
         ) as publisher:
             return publish(
                 source,
@@ -168,9 +183,11 @@ def _serving_live_results(
     context: zmq.Context,
     session: AnalysisSession,
     endpoint: str,
+    settings: Settings,
     *,
     on_live_ready: Callable[[str], None] | None,
     linger_s: float,
+    security: SocketSecurity | None,
 ) -> Iterator[None]:
     """Serve ``session.live`` on ``endpoint`` for the duration of the block, then ``linger_s`` more.
 
@@ -179,7 +196,15 @@ def _serving_live_results(
     """
     live = session.live
     assert live is not None, "the session needs live=True"
-    with LiveResultServer(context, endpoint, live.update_for) as server:
+    server = LiveResultServer(
+        context,
+        endpoint,
+        live.update_for,
+        max_reply_bytes=int(settings.live.max_reply_mb * 2**20),
+        max_queued_bytes=int(settings.live.max_queued_mb * 2**20),
+        security=security,
+    )
+    with server:
         logger.info("live results at %s; view with: plstream dashboard --connect %s", server.endpoint, server.endpoint)
         if on_live_ready is not None:
             on_live_ready(server.endpoint)
@@ -206,6 +231,7 @@ def analyze_stream(
     context: zmq.Context | None = None,
     on_event: Callable[[str], None] | None = None,
     recording: RecordingPlan | None = None,
+    security: SocketSecurity | None = None,
 ) -> AnalysisOutcome:
     """Analyze what ``subscriber`` receives into ``output_path``; always closes the file.
 
@@ -232,30 +258,37 @@ def analyze_stream(
         Seconds live results are still served after the file is closed
         (default ``live.linger_s``).
     context : zmq.Context, optional
-        Context for the live result socket (default: a private one).
+        Context for the live result socket (default: ``security``'s, else a private one).
     on_event : callable, optional
         Told when the analysis prepares for the stream and when it is ready (a sentence).
     recording : RecordingPlan, optional
         Record the frames that arrive (see :mod:`plstream.recording`); its
         counters go into the result's summary (``recording``).
+    security : SocketSecurity, optional
+        Encrypts the live endpoint where other machines can reach it (without
+        it, only loopback and ipc endpoints can serve live results).
 
     Raises
     ------
     LiveEndpointError
         ``live_endpoint`` cannot be bound (nothing has been analyzed yet).
+    SecurityError
+        ``live_endpoint`` needs keys that are missing or unsafe.
     """
     session = AnalysisSession(settings, output_path, live=bool(live_endpoint), on_event=on_event)
     with contextlib.ExitStack() as serving:
         if live_endpoint:
             if context is None:
-                context = serving.enter_context(zmq.Context())
+                context = security.context if security is not None else serving.enter_context(zmq.Context())
             serving.enter_context(
                 _serving_live_results(
                     context,
                     session,
                     live_endpoint,
+                    settings,
                     on_live_ready=on_live_ready,
                     linger_s=settings.live.linger_s if linger_s is None else linger_s,
+                    security=security,
                 )
             )
         error = ""
@@ -312,17 +345,25 @@ def analyze_with_source_process(
     linger_s: float | None = None,
     on_event: Callable[[str], None] | None = None,
     recording: RecordingPlan | None = None,
+    security: Security | None = None,
 ) -> AnalysisOutcome:
     """Run the source in a spawned process and analyze its stream here (``run``, ``replay``).
 
     ``live_endpoint``, ``on_live_ready`` and ``linger_s`` are as in
-    :func:`analyze_stream`: serve live results while analyzing.
+    :func:`analyze_stream`: serve live results while analyzing; ``security``
+    encrypts the live endpoint where other machines can reach it (the frames
+    go over a private ipc or loopback socket, never encrypted).
     """
     stop_event = threading.Event()
     mp = multiprocessing.get_context("spawn")
     source_stop = mp.Event()
     results = mp.Queue()
-    with zmq.Context() as context, stop_on_sigint(stop_event), _local_data_endpoint() as data_endpoint:
+    with (
+        zmq.Context() as context,
+        _secured(context, security) as secured,
+        stop_on_sigint(stop_event),
+        _local_data_endpoint() as data_endpoint,
+    ):
         with FrameSubscriber(
             context,
             data_endpoint,
@@ -351,6 +392,7 @@ def analyze_with_source_process(
                     on_event=on_event,
                     recording=recording,
                     context=context,
+                    security=secured,
                 )
             finally:
                 source_stop.set()

@@ -42,6 +42,25 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--debug", action="store_true", help="debug logging and full tracebacks")
 
 
+def _add_security(parser: argparse.ArgumentParser, *, client: bool) -> None:
+    """``--insecure`` (and, for a side that connects, ``--server-key``): see 'plstream keys --help'."""
+    group = parser.add_argument_group(
+        "security (endpoints other machines can reach are encrypted; set up with 'plstream keys')"
+    )
+    if client:
+        group.add_argument(
+            "--server-key",
+            metavar="KEY_OR_FILE",
+            help="public key of the server to connect to: its 40 characters ('plstream keys show' there), its "
+            "certificate file, or the NAME of an allowed key (default: security.server_key, else the only allowed key)",
+        )
+    group.add_argument(
+        "--insecure",
+        action="store_true",
+        help="no encryption or key check on endpoints other machines can reach (a trusted network only; warns)",
+    )
+
+
 def _add_live(parser: argparse.ArgumentParser, *, dashboard: bool) -> None:
     parser.add_argument(
         "--live",
@@ -56,6 +75,14 @@ def _add_live(parser: argparse.ArgumentParser, *, dashboard: bool) -> None:
             help="do not open the dashboard window (it opens when a display is available); "
             "live results are still served (see --live)",
         )
+
+
+def _add_keys_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dir",
+        metavar="DIR",
+        help="keys folder (default: security.keys_dir, else $XDG_CONFIG_HOME/plstream/keys = ~/.config/plstream/keys)",
+    )
 
 
 _SOURCES = "'simulated' (the built-in simulated camera), 'genicam', 'micromanager', or a movie's path"
@@ -128,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unpaced", action="store_true", help="stream as fast as possible instead of at the frame rate")
     p.add_argument("--seed", type=int, help="simulation seed (default: simulation.seed)")
     _add_live(p, dashboard=True)
+    _add_security(p, client=False)
     _add_common(p)
 
     p = sub.add_parser(
@@ -146,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--truth", metavar="TRUTH.h5", help="ground truth to score against (default: <movie>.truth.h5 if present)"
     )
     _add_live(p, dashboard=True)
+    _add_security(p, client=False)
     _add_common(p)
 
     p = sub.add_parser(
@@ -164,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--monitor", metavar="ENDPOINT", help="also publish frames for viewers here (lossy PUB)")
     p.add_argument("--frames", type=int, help="number of frames (simulated camera: its length; a camera: stop after N)")
     p.add_argument("--unpaced", action="store_true", help="simulated camera: as fast as possible")
+    _add_security(p, client=True)
     _add_common(p)
 
     p = sub.add_parser(
@@ -176,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_output(p, required=True)
     _add_record(p)
     _add_live(p, dashboard=False)
+    _add_security(p, client=True)
     _add_common(p)
 
     p = sub.add_parser("simulate", help="write a simulated movie (multi-page TIFF) and its ground truth")
@@ -194,6 +225,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("truth", help="truth file written by 'plstream simulate' or 'plstream run'")
     p.add_argument("--check", action="store_true", help="exit with status 1 if an acceptance bar is missed")
     _add_common(p)
+
+    p = sub.add_parser(
+        "keys",
+        help="this machine's encryption keys and the machines it admits (for endpoints others can reach)",
+        description="Endpoints other machines can reach (acquire/analyze --bind/--connect, --live, --monitor on a "
+        "network address) are encrypted with CURVE keys; the side that binds admits only allowed keys. On each "
+        "machine: 'plstream keys init'; then give each its peer's public key: 'plstream keys allow KEY --name NAME'. "
+        "Loopback and ipc endpoints need no keys.",
+    )
+    keys = p.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    k = keys.add_parser("init", help="make this machine's key pair (secret key mode 0600) and print its public key")
+    k.add_argument("--force", action="store_true", help="replace an existing key pair (peers must allow the new key)")
+    _add_keys_dir(k)
+    _add_common(k)
+    k = keys.add_parser("allow", help="admit a peer: add its public key to the allowed keys")
+    k.add_argument(
+        "key",
+        metavar="PUBLIC_KEY_OR_FILE",
+        help="the peer's public key (40 characters) or its .key file; a key from another tool that starts with '-' "
+        "goes after --: plstream keys allow -- KEY",
+    )
+    k.add_argument("--name", help="name of the key (a file NAME.key in the allowed folder; default from the file)")
+    _add_keys_dir(k)
+    _add_common(k)
+    k = keys.add_parser("show", help="print this machine's public key and the allowed keys")
+    _add_keys_dir(k)
+    _add_common(k)
 
     p = sub.add_parser(
         "dashboard",

@@ -26,7 +26,7 @@ import numpy as np
 import zmq
 
 from plstream.stream import wire
-from plstream.stream.endpoints import StreamError, attach
+from plstream.stream.endpoints import SocketPreparer, StreamError, attach
 from plstream.stream.messages import (
     CONSUMER_KINDS,
     ConsumerHeartbeatMessage,
@@ -100,6 +100,9 @@ class FramePublisher:
         blocked send raises :class:`StreamStopped` within ~0.1 s once it is true.
     clock : callable
         Wall clock for message timestamps, s since the Unix epoch.
+    security : SocketSecurity, optional
+        Encrypts both sockets where the endpoint needs it (see :mod:`plstream.stream.security`);
+        without it only loopback and ipc endpoints are allowed.
 
     Attributes
     ----------
@@ -131,6 +134,7 @@ class FramePublisher:
         consumer_timeout_s: float | None = None,
         should_stop: StopCheck | None = None,
         clock: Callable[[], float] = time.time,
+        security: SocketPreparer | None = None,
     ) -> None:
         self._bind = bind
         self._consumer_timeout_s = consumer_timeout_s
@@ -144,13 +148,15 @@ class FramePublisher:
             self._socket.setsockopt(zmq.MAXMSGSIZE, _CONSUMER_MESSAGE_BYTES)  # answers are a few bytes
             self._socket.setsockopt(zmq.LINGER, linger_ms)
             self._socket.setsockopt(zmq.SNDTIMEO, _SEND_POLL_MS)
-            self._endpoint = attach(self._socket, endpoint, bind=bind, role="data")
+            self._endpoint = attach(self._socket, endpoint, bind=bind, role="data", security=security)
             if monitor_endpoint:
                 self._monitor = context.socket(zmq.PUB)
                 self._monitor.setsockopt(zmq.SNDHWM, monitor_hwm)
                 self._monitor.setsockopt(zmq.LINGER, 0)
                 self._monitor.setsockopt(zmq.MAXMSGSIZE, 65536)  # it only receives subscriptions
-                self._monitor_endpoint = attach(self._monitor, monitor_endpoint, bind=True, role="monitor")
+                self._monitor_endpoint = attach(
+                    self._monitor, monitor_endpoint, bind=True, role="monitor", security=security
+                )
         except BaseException:
             self.close()
             raise

@@ -17,7 +17,7 @@ import time
 import zmq
 
 from plstream.stream import wire
-from plstream.stream.endpoints import attach
+from plstream.stream.endpoints import SocketPreparer, attach
 from plstream.stream.messages import (
     SOURCE_KINDS,
     ConsumerHeartbeatMessage,
@@ -57,6 +57,9 @@ class FrameSubscriber:
     max_frame_bytes : int
         Largest frame payload accepted, bytes; larger messages are refused
         (ZeroMQ disconnects a peer that sends more than this plus 64 kB).
+    security : SocketSecurity, optional
+        Encrypts the socket where the endpoint needs it (see :mod:`plstream.stream.security`);
+        without it only loopback and ipc endpoints are allowed.
 
     Attributes
     ----------
@@ -81,6 +84,7 @@ class FrameSubscriber:
         pattern: str = "data",
         receive_hwm: int = 8,
         max_frame_bytes: int = 2**31,
+        security: SocketPreparer | None = None,
     ) -> None:
         if pattern not in _PATTERNS:
             raise ValueError(f"pattern must be 'data' (lossless analyzer) or 'monitor' (viewer), got {pattern!r}")
@@ -98,7 +102,7 @@ class FrameSubscriber:
                 # Not ROUTER_MANDATORY: with it, an answer sent to a source that is closing made libzmq 4.3
                 # discard that source's frames still unread (measured), e.g. the end of a run.
                 self._socket.setsockopt(zmq.SNDTIMEO, 0)
-            self._endpoint = attach(self._socket, endpoint, bind=bind, role=f"{pattern} receive")
+            self._endpoint = attach(self._socket, endpoint, bind=bind, role=f"{pattern} receive", security=security)
         except BaseException:
             self._socket.close()
             raise

@@ -18,6 +18,7 @@ from plstream.dashboard.arguments import add_arguments
 from plstream.dashboard.desktop import display_available
 from plstream.dashboard.feeds import FileFeed, StreamFeed
 from plstream.dashboard.model import DashboardModel
+from plstream.stream.security import Security, default_keys_dir
 
 if TYPE_CHECKING:  # Qt is imported only when a window is wanted
     from pyqtgraph.Qt import QtWidgets
@@ -40,6 +41,7 @@ def run_dashboard(
     timeout_s: float = 30.0,
     redraw_hz: float = 20.0,
     size: tuple[int, int] = (1600, 1000),
+    security: Security | None = None,
 ) -> int:
     """Show the dashboard for a live analyzer (``connect``) or a result file; returns an exit status.
 
@@ -62,6 +64,9 @@ def run_dashboard(
         Redraw rate (capped at 30 Hz).
     size : (int, int)
         Window size in screenshot mode, px.
+    security : Security, optional
+        Keys for an analyzer on another machine (``--server-key``, ``--insecure``);
+        without it only loopback endpoints can be reached.
 
     Returns
     -------
@@ -84,7 +89,9 @@ def run_dashboard(
     configure_pyqtgraph()
     model = DashboardModel()
     if connect is not None:  # a screenshot with a short timeout must not wait long on one request
-        feed: StreamFeed | FileFeed = StreamFeed(connect, timeout_s=min(2.0, max(0.25, timeout_s / 4)))
+        feed: StreamFeed | FileFeed = StreamFeed(
+            connect, timeout_s=min(2.0, max(0.25, timeout_s / 4)), security=security
+        )
     else:
         assert result_path is not None  # exactly one of connect and result_path was given (checked above)
         feed = FileFeed(Path(result_path))
@@ -214,4 +221,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         select=args.select,
         timeout_s=args.timeout,
         redraw_hz=args.redraw_hz,
+        security=Security(default_keys_dir(), server_key=args.server_key or "", insecure=args.insecure),
     )

@@ -11,14 +11,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from plstream.commands._security import view_command
 from plstream.config import Settings, load_settings
 from plstream.errors import EXIT_ERROR, EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK, UsageError
 from plstream.orchestration import AnalysisOutcome
+from plstream.stream.security import Security
 
 __all__ = [
     "check_output",
     "default_output",
     "live_endpoint",
+    "live_server_key",
     "on_live_ready",
     "outcome_exit",
     "print_evaluation",
@@ -128,21 +131,41 @@ def live_endpoint(args: argparse.Namespace, settings: Settings) -> str | None:
     return endpoint or None
 
 
-def on_live_ready(open_dashboard: bool) -> Callable[[str], None]:
-    """Tell the user where the live results are; open the dashboard on them when asked to."""
+def on_live_ready(
+    open_dashboard: bool, server_key: str | None = None, security: Security | None = None
+) -> Callable[[str], None]:
+    """Tell the user where the live results are; open the dashboard on them when asked to.
+
+    ``server_key``: this machine's public key when the live endpoint is
+    encrypted (a dashboard needs it, even on this machine, and uses the key
+    pair of ``security``).
+    """
 
     def ready(endpoint: str) -> None:
+        encrypted = "encrypted; " if server_key else ""
         print(
-            f"plstream: live results at {endpoint} (view with: plstream dashboard --connect {endpoint})",
+            f"plstream: live results at {endpoint} ({encrypted}view with: {view_command(endpoint, server_key)})",
             file=sys.stderr,
             flush=True,
         )
         if open_dashboard:
             from plstream.dashboard.desktop import launch_dashboard
 
-            launch_dashboard(endpoint)
+            keys = ["--set", f"security.keys_dir={security.keys_dir}"] if server_key and security else []
+            launch_dashboard(endpoint, server_key=server_key, options=keys)
 
     return ready
+
+
+def live_server_key(security: Security, endpoint: str | None) -> str | None:
+    """This machine's public key when live results at ``endpoint`` will be encrypted, else None.
+
+    Checks first that they can be (:meth:`Security.preflight`), so a missing
+    key stops the command before anything starts.
+    """
+    if not endpoint or not security.preflight(endpoint, bind=True, role="live results"):
+        return None
+    return security.server_public_key().decode("ascii")
 
 
 def wants_dashboard(args: argparse.Namespace) -> bool:

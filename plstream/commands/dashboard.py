@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from plstream.commands._security import security_from
+from plstream.config import load_settings
 from plstream.errors import EXIT_ERROR, UsageError
 
 __all__ = ["dashboard"]
@@ -31,6 +33,9 @@ def dashboard(args: argparse.Namespace) -> int:
         raise UsageError(f"--select {args.select}: give the number of spots to preselect, 0 or more")
     if args.result is not None and not Path(args.result).exists():
         raise UsageError(f"result file {args.result} not found; give the path of an .h5 file written by plstream")
+    security = security_from(args, load_settings(args.settings, args.overrides))
+    if args.connect is not None:  # keys missing or unsafe: said before a window opens
+        security.preflight(args.connect, bind=False, role="live results")
     try:  # Qt is imported when the window is made
         from plstream.dashboard.views.app import run_dashboard
 
@@ -41,6 +46,7 @@ def dashboard(args: argparse.Namespace) -> int:
             select=args.select,
             timeout_s=args.timeout,
             redraw_hz=args.redraw_hz,
+            security=security,
         )
     except ImportError as exc:
         if args.debug:

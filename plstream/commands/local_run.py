@@ -18,6 +18,7 @@ from plstream.commands._common import (
     check_output,
     default_output,
     live_endpoint,
+    live_server_key,
     on_live_ready,
     outcome_exit,
     print_evaluation,
@@ -28,30 +29,48 @@ from plstream.commands._common import (
     wants_dashboard,
     with_simulation_flags,
 )
+from plstream.commands._security import security_from
 from plstream.config import Settings
 from plstream.errors import UsageError
 from plstream.orchestration import analyze_with_source_process
 from plstream.progress import ProgressLine
 from plstream.recording import RecordingPlan
 from plstream.source_spec import SourceSpec
+from plstream.stream.security import Security
 
 __all__ = ["replay", "run"]
 
 
+def _secured_live(args: argparse.Namespace, settings: Settings) -> tuple[Security, str | None]:
+    """The security policy, and the key a dashboard needs when live results are encrypted.
+
+    Called before anything starts, so missing or unsafe keys stop the command at once.
+    """
+    security = security_from(args, settings)
+    return security, live_server_key(security, live_endpoint(args, settings))
+
+
 def _analyze_local_source(
-    args: argparse.Namespace, spec: SourceSpec, settings: Settings, out: Path, truth: Path | None
+    args: argparse.Namespace,
+    spec: SourceSpec,
+    settings: Settings,
+    out: Path,
+    truth: Path | None,
+    secured: tuple[Security, str | None],
 ) -> int:
     """Analyze the source process's stream into ``out``, report and score against ``truth``."""
+    live = live_endpoint(args, settings)
+    security, server_key = secured
     progress = ProgressLine()
     started = time.monotonic()
-    live = live_endpoint(args, settings)
     outcome = analyze_with_source_process(
         spec,
         settings,
         out,
         on_tick=progress,
         live_endpoint=live,
-        on_live_ready=on_live_ready(live is not None and wants_dashboard(args)),
+        on_live_ready=on_live_ready(live is not None and wants_dashboard(args), server_key, security),
+        security=security,
         on_event=tell,
         recording=RecordingPlan.from_settings(
             settings, record=getattr(args, "record", None), no_record=getattr(args, "no_record", False)
@@ -69,14 +88,17 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     out = Path(args.out) if args.out else default_output()
     check_output(out, settings)
+    secured = _secured_live(args, settings)
     if args.source != "simulated":
         spec = SourceSpec.named(args.source, settings, max_frames=args.frames)
         print(f"plstream: {args.source} camera; Ctrl-C stops cleanly", file=sys.stderr)
-        return _analyze_local_source(args, spec, settings, out, None)
-    return _run_simulated(args, with_simulation_flags(settings, args), out)
+        return _analyze_local_source(args, spec, settings, out, None, secured)
+    return _run_simulated(args, with_simulation_flags(settings, args), out, secured)
 
 
-def _run_simulated(args: argparse.Namespace, settings: Settings, out: Path) -> int:
+def _run_simulated(
+    args: argparse.Namespace, settings: Settings, out: Path, secured: tuple[Security, str | None]
+) -> int:
     from plstream.acquire_adapters import SimulatedCamera, save_truth
     from plstream.source_spec import simulation_params
 
@@ -89,7 +111,7 @@ def _run_simulated(args: argparse.Namespace, settings: Settings, out: Path) -> i
         f"{sim.n_frames} frames {pacing}; Ctrl-C stops cleanly",
         file=sys.stderr,
     )
-    status = _analyze_local_source(args, SourceSpec.simulated(settings), settings, out, truth)
+    status = _analyze_local_source(args, SourceSpec.simulated(settings), settings, out, truth, secured)
     print(f"truth:   {truth.resolve()}")
     return status
 
@@ -107,10 +129,11 @@ def replay(args: argparse.Namespace) -> int:
     truth = Path(args.truth) if args.truth else Path(args.path).with_name(Path(args.path).stem + ".truth.h5")
     if args.truth and not truth.exists():
         raise UsageError(f"truth file {truth} not found")
+    secured = _secured_live(args, settings)
     n = description.get("n_frames")
     print(
         f"plstream: replaying {args.path} ({description.get('source')}, {n if n is not None else '?'} frames of "
         f"{description.get('shape')} {description.get('dtype')})",
         file=sys.stderr,
     )
-    return _analyze_local_source(args, SourceSpec.file(args.path), settings, out, truth)
+    return _analyze_local_source(args, SourceSpec.file(args.path), settings, out, truth, secured)

@@ -14,6 +14,7 @@ from typing import Any
 from plstream.commands._common import (
     check_output,
     live_endpoint,
+    live_server_key,
     on_live_ready,
     outcome_exit,
     report,
@@ -21,6 +22,7 @@ from plstream.commands._common import (
     tell,
     with_simulation_flags,
 )
+from plstream.commands._security import security_from
 from plstream.config import Settings
 from plstream.errors import EXIT_INTERRUPTED, EXIT_OK
 from plstream.orchestration import analyze_stream, publish_source, stop_on_sigint
@@ -34,7 +36,6 @@ __all__ = ["acquire", "analyze"]
 def acquire(args: argparse.Namespace) -> int:
     """Publish a source's frames to an analyzer (possibly on another machine)."""
     from plstream.acquire_adapters import open_movie
-    from plstream.stream import is_loopback
 
     settings = settings_from(args)
     if args.source == "simulated":
@@ -45,12 +46,16 @@ def acquire(args: argparse.Namespace) -> int:
             pass
     bind = args.connect is None
     endpoint = args.connect or args.bind or settings.stream.endpoint
-    if bind and not is_loopback(endpoint):
-        print(
-            f"plstream: warning: binding {endpoint}: frames are sent unencrypted to anyone who connects",
-            file=sys.stderr,
-        )
-    print(f"plstream: streaming {args.source} {'on' if bind else 'to'} {endpoint}; Ctrl-C stops", file=sys.stderr)
+    security = security_from(args, settings)  # keys missing or unsafe: said before a camera is opened
+    encrypted = security.preflight(endpoint, bind=bind, role="data")
+    monitor = args.monitor or settings.stream.monitor_endpoint or None
+    if monitor:
+        security.preflight(monitor, bind=True, role="monitor")
+    print(
+        f"plstream: streaming {args.source} {'on' if bind else 'to'} {endpoint}{' (encrypted)' if encrypted else ''}; "
+        "Ctrl-C stops",
+        file=sys.stderr,
+    )
     stop_event = threading.Event()
     last = [0.0]
 
@@ -78,12 +83,13 @@ def acquire(args: argparse.Namespace) -> int:
             settings,
             bind=bind,
             stop_event=stop_event,
-            monitor_endpoint=args.monitor,
+            monitor_endpoint=monitor,
             progress=progress,
             on_waiting=waiting_for_analyzer,
             recording=_source_side_recording(settings, args),
             record_beside=Path("plstream-recordings")
             / f"{args.source if spec.is_camera else 'source'}-{stamp}.raw.ome.tif",
+            security=security,
         )
     print(f"plstream: source finished: {counters}")
     return EXIT_INTERRUPTED if stop_event.is_set() else EXIT_OK
@@ -100,13 +106,26 @@ def analyze(args: argparse.Namespace) -> int:
     check_output(out, settings)
     bind = args.bind is not None
     endpoint = args.bind or args.connect or settings.stream.endpoint
-    print(f"plstream: analyzing the stream {'bound at' if bind else 'from'} {endpoint}; Ctrl-C stops", file=sys.stderr)
+    security = security_from(args, settings)
+    encrypted = security.preflight(endpoint, bind=bind, role="data receive")
+    live = live_endpoint(args, settings)
+    server_key = live_server_key(security, live)
+    print(
+        f"plstream: analyzing the stream {'bound at' if bind else 'from'} {endpoint}"
+        f"{' (encrypted)' if encrypted else ''}; Ctrl-C stops",
+        file=sys.stderr,
+    )
     stop_event = threading.Event()
     progress = ProgressLine()
     started = time.monotonic()
-    with zmq.Context() as context, stop_on_sigint(stop_event):
+    with zmq.Context() as context, security.on(context) as secured, stop_on_sigint(stop_event):
         with FrameSubscriber(
-            context, endpoint, bind=bind, pattern="data", max_frame_bytes=int(settings.stream.max_frame_mb * 2**20)
+            context,
+            endpoint,
+            bind=bind,
+            pattern="data",
+            max_frame_bytes=int(settings.stream.max_frame_mb * 2**20),
+            security=secured,
         ) as subscriber:
             outcome = analyze_stream(
                 subscriber,
@@ -114,11 +133,12 @@ def analyze(args: argparse.Namespace) -> int:
                 out,
                 stop_event=stop_event,
                 on_tick=progress,
-                live_endpoint=live_endpoint(args, settings),
-                on_live_ready=on_live_ready(open_dashboard=False),
+                live_endpoint=live,
+                on_live_ready=on_live_ready(open_dashboard=False, server_key=server_key),
                 context=context,
                 on_event=tell,
                 recording=RecordingPlan.from_settings(settings, record=args.record, no_record=args.no_record),
+                security=secured,
             )
     progress.finish(outcome.session_status)
     report(outcome, time.monotonic() - started)

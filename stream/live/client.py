@@ -18,6 +18,7 @@ from types import TracebackType
 
 import zmq
 
+from plstream.stream.endpoints import SocketPreparer, secure_socket
 from plstream.stream.live.messages import LiveRequest, LiveUpdate
 from plstream.stream.live.wire import MAX_UPDATE_HEADER_BYTES, LiveProtocolError, decode_update, encode_request
 
@@ -46,6 +47,9 @@ class LiveResultClient:
     max_update_bytes : int
         Largest total size of an update's arrays accepted, bytes (see
         :func:`decode_update`); ZeroMQ disconnects a server that sends a larger part.
+    security : SocketSecurity, optional
+        Encrypts the connection where the endpoint needs it (see :mod:`plstream.stream.security`);
+        without it only loopback and ipc endpoints are allowed.
 
     Attributes
     ----------
@@ -72,6 +76,7 @@ class LiveResultClient:
         *,
         timeout_s: float = 2.0,
         max_update_bytes: int = 2**31,
+        security: SocketPreparer | None = None,
     ) -> None:
         if not timeout_s > 0:
             raise ValueError(f"timeout_s must be > 0 s, got {timeout_s!r}")
@@ -79,6 +84,7 @@ class LiveResultClient:
         self._endpoint = endpoint
         self._timeout_s = float(timeout_s)
         self._max_update_bytes = int(max_update_bytes)
+        self._security = security
         self._last_id = 0
         self._connected = False
         self._closed = False
@@ -104,6 +110,7 @@ class LiveResultClient:
             socket.setsockopt(zmq.MAXMSGSIZE, self._max_update_bytes + MAX_UPDATE_HEADER_BYTES)
             socket.setsockopt(zmq.HEARTBEAT_IVL, _HEARTBEAT_IVL_MS)
             socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, _HEARTBEAT_TIMEOUT_MS)
+            secure_socket(socket, self._endpoint, bind=False, role="live results", security=self._security)
             try:
                 socket.connect(self._endpoint)
             except zmq.ZMQError as exc:
