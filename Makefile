@@ -30,7 +30,7 @@ pytest: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	rm -rf $(GRAPH)
+	rm -rf $(GRAPH) build/lib  # a stale build/lib would be installed (and type-checked) again
 	$(BIN)/python -m pip install --quiet --no-deps --target $(GRAPH) .
 	cd $(GRAPH) && PYTHONPATH=$(CURDIR)/tests $(CURDIR)/$(BIN)/lint-imports --no-cache $(CURDIR)/pyproject.toml
 	cd $(GRAPH) && $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml --cache-dir $(CURDIR)/build/mypy-cache -p plstream
