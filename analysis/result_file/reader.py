@@ -72,6 +72,17 @@ class Results:
         reference-frame coordinates) as of the writer's last flush; NaN if no
         image was written yet. None when the file has no such dataset
         (layout 1, or a writer created without ``frame_shape``).
+    segmented : (T, S) int8
+        ``/blinking/segmented``, the refined states (1 ON, 0 OFF, 2 GRAY, -1);
+        final up to ``final_frames`` per spot; all -1 in files before plstream 0.4.
+    levels : (S, 3) float32
+        ``/blinking/levels``: [L_off, L_on, L_gray], photons.
+    final_frames : (S,) int64
+        ``/blinking/final_frames``.
+    spot_stats : (S, 21) float64
+        ``/blinking/spot_stats`` (columns ``layout.SPOT_STATS_COLUMNS``; NaN until the run closed).
+    ensemble : dict
+        The attributes of ``/blinking/ensemble`` ({} until the run closed, or in older files).
     """
 
     path: Path
@@ -108,6 +119,11 @@ class Results:
     gaps: IntArray
     mean_image: FloatArray | None
     camera_frame_id: IntArray
+    segmented: IntArray
+    levels: FloatArray
+    final_frames: IntArray
+    spot_stats: FloatArray
+    ensemble: dict[str, Any]
 
     @property
     def n_frames(self) -> int:
@@ -225,8 +241,10 @@ def _read_limits(f: h5py.File, commit: dict[str, Any] | None = None) -> dict[str
     mid-flush, holding fill values; readers never return them.
     """
     commit = _read_commit(f) if commit is None else commit
-    frames = min([commit["frames"], *(f[s.path].shape[0] for s in layout.FRAME_DATASETS)])
-    spots = min([commit["spots"], *(f[s.path].shape[-1] for s in layout.DATASETS if s.per_spot)])
+    frames = min([commit["frames"], *(f[s.path].shape[0] for s in layout.FRAME_DATASETS if s.path in f)])
+    spots = min(
+        [commit["spots"], *(f[s.path].shape[s.axes.index("S")] for s in layout.DATASETS if s.per_spot and s.path in f)]
+    )
     gaps = min(commit["gaps"], f[layout.GAP_DATASET.path].shape[0])
     return {**commit, "frames": frames, "spots": spots, "gaps": gaps}
 
@@ -274,10 +292,17 @@ def _read_fields(f: h5py.File, path: Path, limits: dict[str, Any], *, start: int
             out[spec.field] = d[t0:t1, :s] if s else np.zeros((t1 - t0, 0), dtype=spec.dtype)
         elif spec.per_frame:
             out[spec.field] = d[t0:t1]
-        elif spec.axes == ("S",):
-            out[spec.field] = d[:s]
+        elif spec.axes[0] == "S":
+            values = d[:s]
+            if len(values) < s:  # not written yet: what the file would hold
+                padded = np.full((s, *values.shape[1:]), spec.fill, dtype=spec.dtype)
+                padded[: len(values)] = values
+                values = padded
+            out[spec.field] = values
         else:
             out[spec.field] = d[: limits["gaps"]]
+    group = f.get(layout.ENSEMBLE_GROUP)
+    out["ensemble"] = {k: _attr_value(v) for k, v in group.attrs.items() if k != "description"} if group else {}
     try:
         parsed = {
             name: _json_attr(attrs, f"{name}_json") for name in ("settings", "source", "camera", "summary", "units")
