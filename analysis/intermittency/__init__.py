@@ -11,6 +11,7 @@
 
 from plstream.analysis.intermittency.dwells import DwellTable, dwells_from_segments, dwells_from_states
 from plstream.analysis.intermittency.fits import DwellFit, ModelFit, fit_dwell_times
+from plstream.analysis.intermittency.from_results import BlinkingOfRun, blinking_of
 from plstream.analysis.intermittency.segmenter import GRAY, NOT_MEASURED, OFF, ON, Segmenter, SegmentParams
 from plstream.analysis.intermittency.summary import SPOT_STATS_COLUMNS, BlinkingSummary, summarize, summarize_states
 
@@ -20,12 +21,14 @@ __all__ = [
     "OFF",
     "ON",
     "SPOT_STATS_COLUMNS",
+    "BlinkingOfRun",
     "BlinkingSummary",
     "DwellFit",
     "DwellTable",
     "ModelFit",
     "SegmentParams",
     "Segmenter",
+    "blinking_of",
     "dwells_from_segments",
     "dwells_from_states",
     "fit_dwell_times",

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from plstream.analysis.intermittency.dwells import DwellTable, dwells_from_segments, dwells_from_states
-from plstream.analysis.intermittency.fits import DwellFit, fit_dwell_times
+from plstream.analysis.intermittency.fits import DwellFit, fit_dwell_times, fit_power_law
 from plstream.analysis.intermittency.segmenter import GRAY, OFF, ON
 from plstream.analysis.result_file import layout as _layout
 
@@ -131,10 +131,9 @@ def _fit_spots(stats: np.ndarray, dwells: DwellTable, fits: dict[str, DwellFit |
             c, r = mine.of_state(st)
             if np.count_nonzero(c >= ensemble.t_min) < _MIN_SPOT_DWELLS:
                 continue
-            f = fit_dwell_times(c, r, t_min=ensemble.t_min)
-            if f is not None:
-                stats[i, col[f"alpha_{name}"]] = f.alpha
-                stats[i, col[f"alpha_{name}_error"]] = f.alpha_error
+            f = fit_power_law(c, r, ensemble.t_min)
+            stats[i, col[f"alpha_{name}"]] = f.params["alpha"]
+            stats[i, col[f"alpha_{name}_error"]] = f.errors["alpha"]
 
 
 def _finish(

@@ -267,7 +267,9 @@ def _check_layout(path: Path, attrs: dict[str, Any], plstream_version: str) -> i
     return version
 
 
-def _read_fields(f: h5py.File, path: Path, limits: dict[str, Any], *, start: int = 0) -> dict[str, Any]:
+def _read_fields(
+    f: h5py.File, path: Path, limits: dict[str, Any], *, start: int = 0, stop: int | None = None
+) -> dict[str, Any]:
     """Everything a ``Results`` holds, as a dict of its fields.
 
     Frames ``start .. limits["frames"]-1``, spots ``0 .. limits["spots"]-1``;
@@ -277,7 +279,8 @@ def _read_fields(f: h5py.File, path: Path, limits: dict[str, Any], *, start: int
     missing = sorted(s.path for s in layout.REQUIRED_DATASETS if s.path not in f)
     if missing:
         raise ResultFileError(f"{path} lacks the datasets {', '.join(missing)}; it is not a complete result file")
-    t0, t1, s = min(start, limits["frames"]), limits["frames"], limits["spots"]
+    t1 = limits["frames"] if stop is None else max(0, min(stop, limits["frames"]))
+    t0, s = min(start, t1), limits["spots"]
     out: dict[str, Any] = {}
     for spec in layout.DATASETS:
         if spec.is_image:
@@ -322,8 +325,10 @@ def _read_fields(f: h5py.File, path: Path, limits: dict[str, Any], *, start: int
     }
 
 
-def _results_from(f: h5py.File, path: Path, opened_swmr: bool, limits: dict[str, Any], start: int = 0) -> Results:
-    fields = _read_fields(f, path, limits, start=start)
+def _results_from(
+    f: h5py.File, path: Path, opened_swmr: bool, limits: dict[str, Any], start: int = 0, stop: int | None = None
+) -> Results:
+    fields = _read_fields(f, path, limits, start=start, stop=stop)
     version = _check_layout(path, fields["attrs"], __version__)
     return Results(path=path, layout_version=version, opened_swmr=opened_swmr, **fields)
 
@@ -427,17 +432,17 @@ class ResultFollower:
             self.close()
         return self.n_frames - before
 
-    def read(self, start: int = 0) -> Results:
-        """Frames ``start .. n_frames-1`` and the spot table, as of the last :meth:`refresh`.
+    def read(self, start: int = 0, stop: int | None = None) -> Results:
+        """Frames ``start .. n_frames-1`` (or ``.. stop-1``) and the spot table, as of the last :meth:`refresh`.
 
         ``mean_image`` is the image the writer last flushed when this is called
         (while the writer rewrites it, parts of two consecutive images may be mixed).
         """
         if self._file is not None:
-            return _results_from(self._file, self.path, True, self._limits, start)
+            return _results_from(self._file, self.path, True, self._limits, start, stop)
         f, opened_swmr = _open_for_reading(self.path)
         with f:
-            return _results_from(f, self.path, opened_swmr, self._limits, start)
+            return _results_from(f, self.path, opened_swmr, self._limits, start, stop)
 
     def close(self) -> None:
         """Let go of the file (idempotent)."""
