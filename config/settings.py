@@ -224,7 +224,7 @@ class BlinkingSettings:
     switch_cost: float = _setting(1.0, low=0)
     lag_frames: int = _setting(100, low=1, high=100_000)
     max_window_frames: int = _setting(400, low=2, high=1_000_000)
-    update_every_frames: int = _setting(50, low=1, high=100_000)
+    update_every_frames: int = _setting(100, low=1, high=100_000)
     on_fraction: float = _setting(0.5, low=0, high=1, low_open=True, high_open=True)
     off_fraction: float = _setting(0.2, low=0, high=1, low_open=True, high_open=True)
     gray_min_frames: int = _setting(5, low=1)

@@ -25,7 +25,7 @@ from matplotlib.ticker import NullFormatter
 
 from plstream.analysis.exports._common import ExportError, Progress, atomic_output
 from plstream.analysis.exports._figures import STATE_COLORS, STATE_NAMES, new_figure, save_png
-from plstream.analysis.intermittency import DwellFit, DwellTable, blinking_of
+from plstream.analysis.intermittency import DwellFit, DwellTable, blinking_of, log_binned_density
 from plstream.analysis.intermittency.fits import kaplan_meier
 from plstream.analysis.intermittency.from_results import BlinkingOfRun
 from plstream.analysis.result_file.layout import SPOT_STATS_COLUMNS
@@ -51,19 +51,6 @@ def _legend(ax: Axes, **kwargs: object) -> None:
     """A legend when something in ``ax`` has a label (matplotlib warns otherwise)."""
     if ax.get_legend_handles_labels()[0]:
         ax.legend(**kwargs)
-
-
-def _log_density(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Log-binned probability density of dwell lengths (frames): (bin centres, density, counts)."""
-    top = max(float(lengths.max()), 2.0)
-    edges = np.unique(np.round(np.geomspace(0.5, top + 0.5, 25) * 2) / 2)
-    edges[0], edges[-1] = 0.5, top + 0.5
-    counts, _ = np.histogram(lengths, bins=edges)
-    width = np.diff(edges)
-    density = counts / (len(lengths) * width)
-    centres = np.sqrt(edges[:-1] * edges[1:])
-    keep = counts > 0
-    return centres[keep], density[keep], counts[keep]
 
 
 def _fit_lines(ax: Axes, fit: DwellFit | None, complete: np.ndarray, colour: str, dt: float) -> None:
@@ -104,7 +91,7 @@ def ensemble_figure(run: BlinkingOfRun, path: Path) -> Path:
         colour = STATE_COLORS[state]
         ax = axes[0, col]
         if len(complete):
-            x, d, _ = _log_density(complete)
+            x, d, _ = log_binned_density(complete)
             ax.loglog(x * dt, d / dt, "o", color=colour, ms=4, label=f"{len(complete)} complete dwells")
             _fit_lines(ax, fit, complete, "black", dt)
         ax.set_xlabel(f"{STATE_NAMES[state]} time ({unit})")
@@ -204,7 +191,7 @@ def spot_figure(run: BlinkingOfRun, spot: int, path: Path) -> Path:
         ax = fig.add_subplot(grid[2, 2 * col : 2 * col + 2])
         complete, _ = table.of_state(state)
         if len(complete):
-            x, d, _ = _log_density(complete)
+            x, d, _ = log_binned_density(complete)
             ax.loglog(x * dt, d / dt, "o", color=STATE_COLORS[state], ms=4, label=f"this spot ({len(complete)})")
         ensemble = s.fit_on if state == 1 else s.fit_off
         if ensemble is not None and len(complete):

@@ -9,7 +9,12 @@
 - :mod:`.from_results`: the same for a result file (:func:`blinking_of`).
 """
 
-from plstream.analysis.intermittency.dwells import DwellTable, dwells_from_segments, dwells_from_states
+from plstream.analysis.intermittency.dwells import (
+    DwellTable,
+    dwells_from_segments,
+    dwells_from_states,
+    log_binned_density,
+)
 from plstream.analysis.intermittency.fits import DwellFit, ModelFit, fit_dwell_times
 from plstream.analysis.intermittency.from_results import BlinkingOfRun, blinking_of
 from plstream.analysis.intermittency.segmenter import GRAY, NOT_MEASURED, OFF, ON, Segmenter, SegmentParams
@@ -32,6 +37,7 @@ __all__ = [
     "dwells_from_segments",
     "dwells_from_states",
     "fit_dwell_times",
+    "log_binned_density",
     "summarize",
     "summarize_states",
 ]

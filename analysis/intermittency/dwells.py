@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["DwellTable", "dwells_from_segments", "dwells_from_states"]
+__all__ = ["DwellTable", "dwells_from_segments", "dwells_from_states", "log_binned_density"]
 
 
 @dataclass(frozen=True)
@@ -161,3 +161,23 @@ def dwells_from_states(
         breaks[first],
         bleach_min_frames=bleach_min_frames,
     )
+
+
+def log_binned_density(lengths: np.ndarray, n_bins: int = 25) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Log-binned probability density of dwell lengths (frames), for log-log plots.
+
+    Returns ``(bin centres, density, counts)`` of the non-empty bins; bin
+    edges are geometric from 0.5 frame, rounded to half frames (whole frames
+    per bin); density = counts / (dwells x bin width), per frame.
+    """
+    lengths = np.asarray(lengths, dtype=np.float64)
+    if len(lengths) == 0:
+        return np.zeros(0), np.zeros(0), np.zeros(0, np.int64)
+    top = max(float(lengths.max()), 2.0)
+    edges = np.unique(np.round(np.geomspace(0.5, top + 0.5, n_bins) * 2) / 2)
+    edges[0], edges[-1] = 0.5, top + 0.5
+    counts, _ = np.histogram(lengths, bins=edges)
+    density = counts / (len(lengths) * np.diff(edges))
+    centres = np.sqrt(edges[:-1] * edges[1:])
+    keep = counts > 0
+    return centres[keep], density[keep], counts[keep]

@@ -53,7 +53,7 @@ class BlinkingOfRun:
 def _params(results: Results) -> tuple[SegmentParams, str, int]:
     blinking = results.settings.get("blinking", {})
     defaults = SegmentParams()
-    names = [f for f in SegmentParams.__dataclass_fields__ if f != "max_candidates"]
+    names = [f for f in SegmentParams.__dataclass_fields__ if f not in ("max_candidates", "level_memory_frames")]
     params = SegmentParams(**{n: type(getattr(defaults, n))(blinking.get(n, getattr(defaults, n))) for n in names})
 
     class _B:

@@ -61,12 +61,13 @@ class SegmentParams:
     switch_cost: float = 1.0
     lag_frames: int = 100
     max_window_frames: int = 400
-    update_every_frames: int = 50
+    update_every_frames: int = 100
     on_fraction: float = 0.5
     off_fraction: float = 0.2
     gray_min_frames: int = 5
     gray_min_total_frames: int = 20
-    max_candidates: int = 32
+    level_memory_frames: int = 5000
+    max_candidates: int = 24
 
     def __post_init__(self) -> None:
         if not self.change_point_penalty > 0 or not self.switch_cost >= 0:
@@ -488,33 +489,44 @@ class Segmenter:
             self._noise[:s, 1] = float(np.clip(np.median(g), 0.3, 3.0))
 
     def _update_levels(self, open_segments: np.ndarray) -> None:
-        """Levels of every spot from its final segments and those of its open window."""
-        rows = np.concatenate([self._segments.rows(), open_segments])
+        """Levels of every spot from its recent final segments and those of its open window.
+
+        Final segments older than ``level_memory_frames`` are forgotten (the
+        levels follow a particle whose brightness drifts, and the work and
+        memory per update stay bounded).
+        """
+        store = self._segments
+        horizon = self._t0 + self._n - self.params.level_memory_frames
+        rows = store.rows()
+        if len(rows) and rows[0, 1] < horizon:
+            keep = rows[:, 1] + rows[:, 2] >= horizon
+            kept = rows[keep]
+            store.n = 0
+            store.extend(kept)
+        rows = np.concatenate([store.rows(), open_segments])
         if len(rows) == 0:
             return
-        order = np.argsort(rows[:, 0], kind="stable")
-        rows = rows[order]
-        spot = rows[:, 0].astype(np.int64)
-        bounds = np.searchsorted(spot, np.arange(self._spots + 1))
-        for i in range(self._spots):
-            a, b = bounds[i], bounds[i + 1]
-            if a == b:
-                continue
-            r = rows[a:b]
-            length = r[:, 2]
-            noise_a = self._noise[i, 0]
-            self._levels[i] = spot_levels(
-                r[:, 3] / np.maximum(length, 1),
-                length,
-                r[:, 5],
-                noise_a if math.isfinite(noise_a) else 1.0,
-                self.params,
-            )
+        length = rows[:, 2].copy()
+        p = self.params
+        noise_a = np.where(np.isfinite(self._noise[: self._spots, 0]), self._noise[: self._spots, 0], 1.0)
+        _k.spot_levels(
+            rows[:, 0].astype(np.int64),
+            rows[:, 3] / np.maximum(length, 1.0),
+            length,
+            rows[:, 5].copy(),
+            noise_a,
+            p.on_fraction,
+            p.off_fraction,
+            float(p.gray_min_frames),
+            float(p.gray_min_total_frames),
+            _Z_SIGNIFICANT,
+            self._levels[: self._spots],
+        )
 
 
 def params_from_settings(blinking: object) -> SegmentParams:
     """SegmentParams from the ``[blinking]`` settings (a :class:`~plstream.config.BlinkingSettings`)."""
-    names = [f for f in SegmentParams.__dataclass_fields__ if f != "max_candidates"]
+    names = [f for f in SegmentParams.__dataclass_fields__ if f not in ("max_candidates", "level_memory_frames")]
     return SegmentParams(**{name: getattr(blinking, name) for name in names})
 
 

@@ -480,3 +480,86 @@ def decode_spots(
         vbegin[i] = max(start, b)
         last_state[i] = prev
     return n_out, window.shape[0]
+
+
+@njit(cache=True, nogil=True)
+def _weighted_quantile(values, weights, order, n, q):
+    """The ``q`` quantile of ``values[order[:n]]`` weighted by ``weights`` (``order`` sorts them)."""
+    total = 0.0
+    for k in range(n):
+        total += weights[order[k]]
+    target = q * total
+    cum = 0.0
+    for k in range(n):
+        cum += weights[order[k]]
+        if cum >= target:
+            return values[order[k]]
+    return values[order[n - 1]]
+
+
+@njit(cache=True, nogil=True)
+def spot_levels(
+    spot, level, length, rss, off_variance, on_fraction, off_fraction, gray_min, gray_min_total, z_significant, out
+):
+    """``out[i] = [L_off, L_on, L_gray]`` of every spot from its segments (rows grouped by spot, any order).
+
+    See :func:`plstream.analysis.intermittency.segmenter.spot_levels` (the same rules; this is its fast twin).
+    Spots with no segment keep their row of ``out``.
+    """
+    n = spot.shape[0]
+    order = np.argsort(spot, kind="mergesort")
+    sel = np.empty(n, np.int64)
+    a = 0
+    while a < n:
+        i = spot[order[a]]
+        b = a
+        while b < n and spot[order[b]] == i:
+            b += 1
+        rows = order[a:b]
+        var = off_variance[i] if off_variance[i] > 0 else 1.0
+        # bright: significant levels, sorted by level
+        idx = rows[np.argsort(level[rows])]
+        k = 0
+        for r in idx:
+            if level[r] / math.sqrt(var / max(length[r], 1.0)) > z_significant:
+                sel[k] = r
+                k += 1
+        if k == 0:
+            out[i, 0] = 0.0
+            out[i, 1] = math.nan
+            out[i, 2] = math.nan
+            a = b
+            continue
+        top = _weighted_quantile(level, length, sel[:k], k, 0.9)
+        j = 0
+        for q in range(k):
+            if level[sel[q]] >= 0.6 * top:
+                sel[j] = sel[q]
+                j += 1
+        on = _weighted_quantile(level, length, sel[:j], j, 0.5)
+        j = 0
+        for r in idx:
+            if level[r] <= 0.3 * on:
+                sel[j] = r
+                j += 1
+        off = _weighted_quantile(level, length, sel[:j], j, 0.5) if j > 0 else 0.0
+        span = on - off
+        j = 0
+        total = 0.0
+        for r in idx:
+            dof = max(length[r] - 1.0, 1.0)
+            steady = rss[r] <= dof + 3.0 * math.sqrt(2.0 * dof)
+            if (
+                level[r] > off + off_fraction * span
+                and level[r] < off + on_fraction * span
+                and length[r] >= gray_min
+                and steady
+            ):
+                sel[j] = r
+                j += 1
+                total += length[r]
+        gray = _weighted_quantile(level, length, sel[:j], j, 0.5) if j > 0 and total >= gray_min_total else math.nan
+        out[i, 0] = off
+        out[i, 1] = on
+        out[i, 2] = gray
+        a = b

@@ -40,6 +40,7 @@ def run_dashboard(
     timeout_s: float = 30.0,
     redraw_hz: float = 20.0,
     size: tuple[int, int] = (1600, 1000),
+    tab: str = "traces",
 ) -> int:
     """Show the dashboard for a live analyzer (``connect``) or a result file; returns an exit status.
 
@@ -62,6 +63,8 @@ def run_dashboard(
         Redraw rate (capped at 30 Hz).
     size : (int, int)
         Window size in screenshot mode, px.
+    tab : {"traces", "blinking"}
+        Screenshot mode: the tab shown on the right.
 
     Returns
     -------
@@ -92,7 +95,7 @@ def run_dashboard(
     feed.start(model)
     try:
         if screenshot is not None:
-            return _screenshot(app, window, feed, Path(screenshot), select, timeout_s, size)
+            return _screenshot(app, window, feed, Path(screenshot), select, timeout_s, size, tab)
         window.resize(*size)
         window.show()
         wall0, cpu0 = time.monotonic(), time.process_time()
@@ -153,6 +156,7 @@ def _screenshot(
     select: int,
     timeout_s: float,
     size: tuple[int, int],
+    tab: str = "traces",
 ) -> int:
     if not _wait_caught_up(app, feed, timeout_s):
         why = feed.error or f"no complete data within {timeout_s:g} s (is the analyzer running and serving results?)"
@@ -164,6 +168,9 @@ def _screenshot(
         app.processEvents()
         time.sleep(0.02)
     window.select_brightest(select)
+    if tab == "blinking":
+        window.right_tabs.setCurrentIndex(1)
+        window.model.blinking(wait=True)
     window.redraw(force=True)
     app.processEvents()
     window.redraw(force=True)
@@ -214,4 +221,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         select=args.select,
         timeout_s=args.timeout,
         redraw_hz=args.redraw_hz,
+        tab=args.tab,
     )

@@ -41,6 +41,7 @@ def dashboard(args: argparse.Namespace) -> int:
             select=args.select,
             timeout_s=args.timeout,
             redraw_hz=args.redraw_hz,
+            tab=args.tab,
         )
     except ImportError as exc:
         if args.debug:
