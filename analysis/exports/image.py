@@ -29,13 +29,14 @@ def export_image(result: str | os.PathLike[str], out: str | os.PathLike[str], *,
         raise ExportError(f"{result} has no mean image yet (/images/mean); it needs plstream >= 0.2 and one flush")
     height, width = image.shape
     low, high = np.nanpercentile(image, [1.0, 99.7])
-    scale = max(5.0, min(14.0, width / 60.0))
-    fig = new_figure(scale, scale * height / width + 0.4)
+    # big enough that the labels of many spots stay apart; the height fits the image, the colour bar and labels
+    fig_width = max(6.0, min(16.0, max(width / 60.0, 1.1 * np.sqrt(max(head.n_spots, 1)))))
+    fig = new_figure(fig_width, (fig_width - 2.0) * height / width + 0.9)
     ax = fig.add_subplot()
     shown = ax.imshow(image, cmap="gray", vmin=low, vmax=high, origin="upper", interpolation="nearest")
     fig.colorbar(shown, ax=ax, shrink=0.8, label="photons / px / frame")
     radius = aperture_radius_px(head)
-    font = max(4.0, min(8.0, 2400.0 / max(width, 1) / max(1.0, np.sqrt(head.n_spots / 60.0))))
+    font = 6.5 if head.n_spots > 60 else 8.0
     for i, (x, y) in enumerate(zip(head.spots_x, head.spots_y)):
         if not (np.isfinite(x) and np.isfinite(y)):
             continue

@@ -204,3 +204,22 @@ def test_summary_of_a_segmenter_has_one_row_per_spot():
     attrs = summary.ensemble_attrs()
     assert {"alpha_on", "alpha_off", "alpha_on_error", "t_min", "model"} <= set(attrs)
     assert OFF == 0 and ON == 1 and GRAY == 2
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_levels_kernel_matches_its_python_twin(seed):
+    from plstream.analysis.intermittency.segmenter import spot_levels
+
+    rng = np.random.default_rng(seed)
+    n = 60
+    spot = rng.integers(0, 4, n)
+    level = rng.choice([0.0, 5.0, 150.0, 400.0], n) + rng.normal(0.0, 10.0, n)
+    length = rng.integers(1, 30, n).astype(float)
+    rss = length * rng.uniform(0.5, 2.0, n)
+    out = np.full((4, 3), -9.0)
+    p = SegmentParams()
+    _k.spot_levels(spot, level, length, rss, np.full(4, 900.0), p.on_fraction, p.off_fraction, 5.0, 20.0, 5.0, out)
+    for i in range(4):
+        mine = spot == i
+        expected = spot_levels(level[mine], length[mine], rss[mine], 900.0, p) if mine.any() else (-9.0,) * 3
+        np.testing.assert_allclose(out[i], expected, equal_nan=True)
