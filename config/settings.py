@@ -283,6 +283,11 @@ class SimulationSettings:
     frame_rate_hz: float = _setting(100.0, low=0, low_open=True)
     paced: bool = True
     seed: int = _setting(0, low=0)
+    on_exponent: float = _setting(1.6, low=0)
+    off_exponent: float = _setting(1.5, low=0)
+    on_truncation_frames: float = _setting(300.0, low=0)
+    off_truncation_frames: float = _setting(300.0, low=0)
+    bleach_on_frames: float = _setting(3000.0, low=0)
 
 
 @dataclass(frozen=True)

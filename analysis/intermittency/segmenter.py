@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from plstream.analysis.kernels import segment as _k
+from plstream.config import SettingsError
 
 __all__ = ["GRAY", "NOT_MEASURED", "OFF", "ON", "SegmentParams", "Segmenter", "SpotRuns", "spot_levels"]
 
@@ -534,8 +535,16 @@ SIGNALS = ("weighted", "intensity")
 
 
 def signal_of(blinking: object) -> str:
-    """The result field the refined states are read from (``blinking.segment_signal``), checked."""
+    """The result field the refined states are read from (``blinking.segment_signal``), checked.
+
+    Raises
+    ------
+    SettingsError
+        Neither ``weighted`` nor ``intensity``.
+    """
     signal = str(getattr(blinking, "segment_signal", "weighted"))
     if signal not in SIGNALS:
-        raise ValueError(f"blinking.segment_signal = {signal!r} is not allowed: it must be 'weighted' or 'intensity'")
+        raise SettingsError(
+            f"blinking.segment_signal = {signal!r} is not allowed: it must be 'weighted' or 'intensity'"
+        )
     return signal
