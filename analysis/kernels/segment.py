@@ -375,7 +375,6 @@ def decode_spots(
     n_out = 0
     k_max = runs_out.shape[0]
     mu = np.empty(3)
-    var = np.empty(3)
     cost = np.empty(3)
     new = np.empty(3)
     for i in range(first_spot, window.shape[0]):
@@ -396,8 +395,6 @@ def decode_spots(
             n_states = 3
         a = noise[i, 0]
         g = noise[i, 1]
-        for k in range(3):
-            var[k] = a + g * max(mu[k], 0.0) if math.isfinite(mu[k]) else a
         prev = last_state[i]
         start = b
         while start < limit:
@@ -433,6 +430,7 @@ def decode_spots(
                 cost[k] = 0.0 if prev < 0 or prev == k else switch_cost
             for t in range(start, stop):
                 x = row[t]
+                v = a + g * max(x, 0.0)  # the frame's own noise, the same for every state
                 for k in range(n_states):
                     # best predecessor for state k
                     arg = k
@@ -442,7 +440,7 @@ def decode_spots(
                             low = cost[q] + switch_cost
                             arg = q
                     d = x - mu[k]
-                    new[k] = low + d * d / var[k] + math.log(var[k])
+                    new[k] = low + d * d / v
                     back[t - start, k] = arg
                 for k in range(n_states):
                     cost[k] = new[k]

@@ -223,3 +223,16 @@ def test_levels_kernel_matches_its_python_twin(seed):
         mine = spot == i
         expected = spot_levels(level[mine], length[mine], rss[mine], 900.0, p) if mine.any() else (-9.0,) * 3
         np.testing.assert_allclose(out[i], expected, equal_nan=True)
+
+
+def test_a_partly_on_frame_gets_the_state_it_spent_most_of_the_exposure_in():
+    """Bright spots: ON frames are much noisier than OFF ones, yet a 40 %-on frame is OFF and a 60 %-on one ON."""
+    rng = np.random.default_rng(9)
+    n = 900
+    fraction = np.repeat(np.tile([1.0, 0.0], 9), 50)
+    partial = np.arange(25, n, 50)  # one partly-on frame in the middle of every dwell
+    fraction[partial] = np.where(fraction[partial] > 0.5, 0.4, 0.6)
+    mean = 2000.0 * fraction
+    x = np.column_stack([mean + rng.normal(0.0, np.sqrt(15.0**2 + mean)) for _ in range(3)])
+    _, final = _run(Segmenter(), x, background=np.full_like(x, 20.0))
+    assert np.all(final[partial] == (fraction[partial] > 0.5)[:, None])
