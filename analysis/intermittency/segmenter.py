@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from plstream.analysis.kernels import segment as _k
+from plstream.analysis.kernels import states as _states
 from plstream.config import SettingsError
 
 __all__ = ["GRAY", "NOT_MEASURED", "OFF", "ON", "SegmentParams", "Segmenter", "SpotRuns", "spot_levels"]
@@ -452,7 +453,7 @@ class Segmenter:
         self._segments.extend(final_rows)
         self._update_levels(segs[~done])
         runs = self._call(
-            _k.decode_spots,
+            _states.decode_spots,
             self._window[:s],
             self._piece,
             self._vbegin[:s],
@@ -510,7 +511,7 @@ class Segmenter:
         length = rows[:, 2].copy()
         p = self.params
         noise_a = np.where(np.isfinite(self._noise[: self._spots, 0]), self._noise[: self._spots, 0], 1.0)
-        _k.spot_levels(
+        _states.spot_levels(
             rows[:, 0].astype(np.int64),
             rows[:, 3] / np.maximum(length, 1.0),
             length,

@@ -19,6 +19,7 @@ from plstream.analysis.intermittency import (
 )
 from plstream.analysis.intermittency.fits import kaplan_meier
 from plstream.analysis.kernels import segment as _k
+from plstream.analysis.kernels import states as _states
 
 
 def _optimal_partition(y: np.ndarray, penalty: float) -> list[int]:
@@ -218,7 +219,7 @@ def test_levels_kernel_matches_its_python_twin(seed):
     rss = length * rng.uniform(0.5, 2.0, n)
     out = np.full((4, 3), -9.0)
     p = SegmentParams()
-    _k.spot_levels(spot, level, length, rss, np.full(4, 900.0), p.on_fraction, p.off_fraction, 5.0, 20.0, 5.0, out)
+    _states.spot_levels(spot, level, length, rss, np.full(4, 900.0), p.on_fraction, p.off_fraction, 5.0, 20.0, 5.0, out)
     for i in range(4):
         mine = spot == i
         expected = spot_levels(level[mine], length[mine], rss[mine], 900.0, p) if mine.any() else (-9.0,) * 3
