@@ -34,6 +34,8 @@ import numpy as np
 from plstream import __version__
 from plstream.analysis.analyzer import StreamingAnalyzer
 from plstream.analysis.camera import CameraModel, estimate_camera_model, resolve_camera_model
+from plstream.analysis.intermittency.segmenter import Segmenter, params_from_settings, signal_of
+from plstream.analysis.intermittency.summary import summarize
 from plstream.analysis.result_file import FrameRecord, ResultWriteError, ResultWriter
 from plstream.analysis.result_file.writer import check_destination
 from plstream.analysis.warmup import warm_up
@@ -156,6 +158,8 @@ class AnalysisSession:
         self._extra_summary: dict[str, Any] = {}
         self._camera_ids: dict[int, int] = {}  # seq -> the camera's frame number, until its row is written
         self._last_spot_table = 0.0
+        self._segmenter: Segmenter | None = None  # the refined blinking states, fed with every row
+        self._segment_signal = signal_of(settings.blinking)
         self._closed = False
         self._live_feed = LiveFeed(self.status, self._output_path, settings) if live else None
 
@@ -333,6 +337,7 @@ class AnalysisSession:
             ", ".join(f"{k}: {v}" for k, v in self._camera.origin.items()),
         )
         self._analyzer = StreamingAnalyzer(self._settings, shape, self._camera)
+        self._segmenter = Segmenter(params_from_settings(self._settings.blinking))
         self._writer = ResultWriter(
             self._output_path,
             run_info={
@@ -374,6 +379,11 @@ class AnalysisSession:
         camera_id = self._camera_ids.pop(record.seq, None)
         if camera_id is not None:
             record = dataclasses.replace(record, camera_frame_id=camera_id)
+        if self._segmenter is not None:
+            provisional = self._segmenter.push(
+                record.seq, getattr(record, self._segment_signal), record.state, record.background
+            )
+            record = dataclasses.replace(record, segmented=provisional)
         self._writer.append(record)
         if self._live_feed is not None:
             self._live_feed.state.append(record)
@@ -403,9 +413,42 @@ class AnalysisSession:
         assert self._analyzer is not None and self._writer is not None
         spots = self._analyzer.spots
         self._writer.set_spots(spots.xy[:, 0].copy(), spots.xy[:, 1].copy(), spots.first_frame.copy())
+        self._hand_over_blinking()
         mean = self._analyzer.running_mean()
         self._writer.set_mean_image(mean)
         return mean
+
+    def _hand_over_blinking(self, spot_stats: np.ndarray | None = None) -> None:
+        """The final refined states decided since the last call, the levels and how far they are final."""
+        seg = self._segmenter
+        if seg is None or self._writer is None:
+            return
+        self._writer.set_blinking(
+            runs=seg.take_runs(), levels=seg.levels(), final_frames=seg.final_frames(), spot_stats=spot_stats
+        )
+
+    def _finish_blinking(self) -> None:
+        """All refined states final; per-spot statistics and the ensemble fits to the writer.
+
+        A failure here is logged and costs only the statistics, never the run's results.
+        """
+        seg = self._segmenter
+        if seg is None or self._writer is None:
+            return
+        seg.finish()
+        try:
+            started = time.monotonic()
+            blinking = summarize(
+                seg,
+                bleach_min_frames=self._settings.blinking.bleach_min_frames,
+                frame_interval_s=self.units().get("frame_interval_s"),
+            )
+            self._hand_over_blinking(blinking.spot_stats)
+            self._writer.set_ensemble(blinking.ensemble_attrs())
+            logger.info("blinking statistics of %d spots in %.1f s", seg.n_spots, time.monotonic() - started)
+        except (ValueError, ArithmeticError, np.linalg.LinAlgError) as exc:
+            logger.error("the blinking statistics could not be computed (the results are kept): %s", exc)
+            self._hand_over_blinking()
 
     # ------------------------------------------------------------------ end
     def close(self, status: str, message: str = "", *, extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -431,6 +474,7 @@ class AnalysisSession:
                 for record in self._analyzer.finish():
                     self._append(record)
                 mean = self._write_spot_table()
+                self._finish_blinking()
                 if self._live_feed is not None:
                     self._live_feed.publish_tables(self._analyzer.spots, mean, self._measured_psf_sigma())
                 self._writer.close(status, summary, status_text=self.status_text(status, message))

@@ -219,6 +219,18 @@ class BlinkingSettings:
     min_significance: float = _setting(4.0, low=0)
     level_rate_up: float = _setting(0.2, low=0, high=1, low_open=True)
     level_rate_down: float = _setting(0.02, low=0, high=1, low_open=True)
+    # Refined states (plstream.analysis.intermittency): change points, levels, decoded states.
+    segment_signal: str = "weighted"
+    change_point_penalty: float = _setting(14.0, low=0, low_open=True)
+    switch_cost: float = _setting(1.0, low=0)
+    lag_frames: int = _setting(100, low=1, high=100_000)
+    max_window_frames: int = _setting(400, low=2, high=1_000_000)
+    update_every_frames: int = _setting(100, low=1, high=100_000)
+    on_fraction: float = _setting(0.5, low=0, high=1, low_open=True, high_open=True)
+    off_fraction: float = _setting(0.2, low=0, high=1, low_open=True, high_open=True)
+    gray_min_frames: int = _setting(5, low=1)
+    gray_min_total_frames: int = _setting(20, low=1)
+    bleach_min_frames: int = _setting(100, low=0)
 
 
 @dataclass(frozen=True)
@@ -283,6 +295,11 @@ class SimulationSettings:
     frame_rate_hz: float = _setting(100.0, low=0, low_open=True)
     paced: bool = True
     seed: int = _setting(0, low=0)
+    on_exponent: float = _setting(1.6, low=0)
+    off_exponent: float = _setting(1.5, low=0)
+    on_truncation_frames: float = _setting(300.0, low=0)
+    off_truncation_frames: float = _setting(300.0, low=0)
+    bleach_on_frames: float = _setting(3000.0, low=0)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--select", type=int, default=3, metavar="N", help="screenshot: preselect the N brightest spots (default 3)"
     )
     parser.add_argument("--timeout", type=float, default=30.0, metavar="S", help="screenshot: wait at most S seconds")
+    parser.add_argument(
+        "--tab", choices=("traces", "blinking"), default="traces", help="screenshot: the tab to show (default traces)"
+    )
     parser.add_argument("--redraw-hz", type=float, default=20.0, metavar="HZ", help="redraw rate (at most 30)")
     security = parser.add_argument_group("security (an analyzer on another machine; set up with 'plstream keys')")
     security.add_argument(

@@ -29,6 +29,7 @@ from plstream.dashboard import _numeric
 from plstream.dashboard._buffers import FrameBuffers
 from plstream.dashboard._numeric import peak_decimate, robust_levels, spot_map
 from plstream.dashboard._status import health_texts
+from plstream.dashboard.blinking import BlinkingSnapshot, BlinkingTracker
 from plstream.stream.live.messages import LiveRequest, LiveUpdate
 
 __all__ = ["DashboardModel", "SpotMetrics", "TraceData", "peak_decimate", "robust_levels", "spot_map"]
@@ -137,6 +138,7 @@ class DashboardModel:
         """Increments whenever rows, spots, images or status change (the GUI redraws on change)."""
         self.rows_version = self.spots_version = self.status_version = 0
         self._x_cache: tuple[tuple[Any, ...], np.ndarray] | None = None  # (key, x_values) of the last call
+        self._blinking = BlinkingTracker(self._rows_for_blinking, clock=clock)
         self._reset("")
 
     # ------------------------------------------------------------------ state
@@ -366,6 +368,34 @@ class DashboardModel:
             if self._metrics is None or key >= self._metrics_key:
                 self._metrics, self._metrics_at, self._metrics_key = metrics, now, key
         return metrics
+
+    def _rows_for_blinking(self) -> tuple[int, np.ndarray, np.ndarray, np.ndarray] | None:
+        with self._lock:
+            n, s = self.n_frames, self.n_spots
+            if n == 0 or s == 0:
+                return None
+            return (
+                self.rows_version,
+                self._rows.seq[:n].copy(),
+                self._rows.intensity[:s, :n].copy(),
+                self._rows.state[:s, :n].copy(),
+            )
+
+    def blinking(self, *, wait: bool = False) -> BlinkingSnapshot | None:
+        """The latest refined states and ensemble dwell-time distributions of the held rows (None: not yet).
+
+        Computed in a background thread from the rows (see :mod:`plstream.dashboard.blinking`);
+        a call starts a new computation when rows changed since the last one and it is time.
+        ``wait`` waits for it (tests, screenshots).
+        """
+        with self._lock:
+            version = self.rows_version
+        return self._blinking.snapshot(version, wait=wait)
+
+    @property
+    def blinking_version(self) -> int:
+        """Increments with every new blinking snapshot."""
+        return self._blinking.version
 
     def brightest(self, n: int) -> list[int]:
         """IDs of the ``n`` brightest spots (by median ON intensity), brightest first."""

@@ -117,6 +117,40 @@ def _add_output(parser: argparse.ArgumentParser, required: bool) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing result file")
 
 
+EXPORT_KINDS = ("csv", "traces", "image", "video", "fit", "blinking")
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="export a result (finished or still running) to CSV, PNG figures or an annotated video",
+        description="Export a result file to the files the PL trace extractor's users know: "
+        "csv (one row per spot per frame, its columns plus ours), traces (the same rows as a pickled pandas "
+        "DataFrame), image (the drift-corrected mean with every spot circled and labelled), video (the movie "
+        "annotated, MP4; needs --movie), fit (one spot's Gaussian fit in one frame; needs --movie, --spot, "
+        "--frame), blinking (per-spot blinking figures, a summary CSV and the ensemble figure). Works on a "
+        "result that is still being written (what was committed so far).",
+    )
+    p.add_argument("kind", choices=EXPORT_KINDS, help="what to export")
+    p.add_argument("result", metavar="RESULT.h5", help="the result file")
+    p.add_argument("--movie", metavar="MOVIE", help="the movie the result was made from (video, fit)")
+    p.add_argument(
+        "--out",
+        metavar="PATH",
+        help="file (csv, traces, image, video) or folder (fit, blinking) to write; default: next to the result, "
+        "named after it",
+    )
+    p.add_argument("--spot", type=int, metavar="N", help="fit: the spot ID")
+    p.add_argument("--frame", type=int, metavar="M", help="fit: the frame number (the CSV's frame column)")
+    p.add_argument(
+        "--spots",
+        metavar="LIST",
+        help="blinking: the spots to draw a figure for, e.g. 0,3,7 or 0-9 (default: all; 'none' for none)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace existing files")
+    _add_common(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="plstream",
@@ -225,6 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("truth", help="truth file written by 'plstream simulate' or 'plstream run'")
     p.add_argument("--check", action="store_true", help="exit with status 1 if an acceptance bar is missed")
     _add_common(p)
+
+    _add_export(sub)
 
     p = sub.add_parser(
         "keys",

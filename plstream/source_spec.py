@@ -7,6 +7,7 @@ pickle); :func:`build_source` turns it into a live
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,6 +95,11 @@ def simulation_params(sim: SimulationSettings) -> SimulationParams:
         psf_sigma_px=sim.psf_sigma_px,
         drift_max_px=sim.drift_max_px,
         frame_rate_hz=sim.frame_rate_hz,
+        on_exponent=sim.on_exponent,
+        off_exponent=sim.off_exponent,
+        on_truncation_frames=sim.on_truncation_frames or math.inf,  # 0 in the settings: no cut-off
+        off_truncation_frames=sim.off_truncation_frames or math.inf,
+        bleach_on_frames=sim.bleach_on_frames or math.inf,
     )
 
 

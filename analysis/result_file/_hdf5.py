@@ -20,11 +20,13 @@ import numpy as np
 from h5py import h5s
 
 from plstream.analysis.result_file.layout import (
+    BLINKING_SPOT_DATASETS,
     CHUNK_CACHE_BYTES,
     CHUNK_CACHE_SLOTS,
     COMMIT_DTYPE,
     COMMIT_PATH,
     DATASETS,
+    ENSEMBLE_GROUP,
     FRAME_DATASETS,
     GAP_DATASET,
     LAYOUT_VERSION,
@@ -68,6 +70,10 @@ def create_result_file(
             )
             d.attrs["units"] = spec.units
             d.attrs["description"] = spec.description
+            if spec.columns:
+                d.attrs["columns"] = ",".join(spec.columns)
+        # The ensemble's dwell-time fits go into this group's attributes when the writer closes.
+        f.require_group(ENSEMBLE_GROUP).attrs["description"] = "ensemble dwell-time fits (attributes, written at close)"
         # Written now so its storage is allocated before SWMR (no allocation later).
         d = f.create_dataset(COMMIT_PATH, data=np.zeros((), dtype=COMMIT_DTYPE))
         d.attrs["units"] = "frames, spots and gaps committed; flush time in s since the Unix epoch; 1 = writer closed"
@@ -129,8 +135,10 @@ def is_lock_error(exc: OSError) -> bool:
     return exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK) or "unable to lock file" in str(exc)
 
 
-def write_final_attrs(path: Path, attrs: dict[str, Any], *, timeout_s: float) -> bool:
-    """Reopen the closed file normally and write ``attrs`` at the root.
+def write_final_attrs(
+    path: Path, attrs: dict[str, Any], *, timeout_s: float, group_attrs: dict[str, dict[str, Any]] | None = None
+) -> bool:
+    """Reopen the closed file normally and write ``attrs`` at the root (and ``group_attrs`` on existing groups).
 
     A live reader (``swmr=True``) holds a shared lock that refuses this
     reopen; it is retried for ``timeout_s``, then done without locking (the
@@ -151,6 +159,10 @@ def write_final_attrs(path: Path, attrs: dict[str, Any], *, timeout_s: float) ->
                 break
             time.sleep(0.05)
     with f:
+        for group, values in (group_attrs or {}).items():
+            if group in f:
+                for key, value in values.items():
+                    f[group].attrs[key] = value
         for key, value in attrs.items():
             f.attrs[key] = value
     return unlocked
@@ -214,7 +226,9 @@ class FrameBlock:
             self.first_index = record.index
         a = self.arrays
         for spec in TRACE_DATASETS:
-            a[spec.field][r, :n_spots] = getattr(record, spec.field)
+            value = getattr(record, spec.field)
+            if value is not None:  # None (an optional field): the fill value stays
+                a[spec.field][r, :n_spots] = value
         for spec in FRAME_DATASETS:
             if not spec.per_spot:
                 a[spec.field][r] = getattr(record, spec.field)
@@ -229,6 +243,24 @@ class FrameBlock:
         self.n_rows = 0
         self.max_spots = 0
 
+
+class BlinkingUpdate:
+    """Blinking results waiting for the writer thread: per-spot tables (latest wins) and state runs (queued).
+
+    ``runs`` rows ``[spot, first_frame, n_frames, state]`` rewrite
+    ``/blinking/segmented``; a run over frames not yet in the file waits for them.
+    """
+
+    def __init__(self) -> None:
+        self.tables: dict[str, np.ndarray] = {}
+        self.runs: list[np.ndarray] = []
+
+    def merge(self, newer: BlinkingUpdate) -> None:
+        self.tables.update(newer.tables)
+        self.runs.extend(newer.runs)
+
+
+SEGMENTED_PATH = "/blinking/segmented"
 
 SpotTable = tuple[np.ndarray, np.ndarray, np.ndarray]
 """(x px float64, y px float64, first_frame int64), each (S,)."""
@@ -290,6 +322,10 @@ class FileSink:
         for spec in TRACE_DATASETS:
             self._at("resize", spec.path, self.frames)
             self._ids[spec.path].set_extent(self._extent(spec, self.frames))
+        for spec in BLINKING_SPOT_DATASETS:  # kept as long as the spot table (fill values until written)
+            if spec.path in self._ids:
+                self._at("resize", spec.path, self.frames)
+                self._ids[spec.path].set_extent(self._extent(spec, self.frames))
 
     def write_block(self, block: FrameBlock) -> None:
         """Extend the per-frame datasets and write the block's rows (no flush)."""
@@ -311,6 +347,47 @@ class FileSink:
                 self._write(spec.path, source, (n, *source.shape[1:]), (t0, *(0 for _ in source.shape[1:])))
         self.frames = t1
 
+    def _write_blinking(self, update: BlinkingUpdate, t: int) -> None:
+        """Per-spot blinking tables (up to the committed spots) and the runs of final states over written frames."""
+        s = self.spots
+        for spec in BLINKING_SPOT_DATASETS:
+            table = update.tables.pop(spec.field, None)
+            if table is None or spec.path not in self._ids:
+                continue
+            rows = min(len(table), s)
+            self._at("write", spec.path, t)
+            source = np.ascontiguousarray(table[:rows], dtype=spec.dtype)
+            self._write(spec.path, source, source.shape, (0,) * source.ndim)
+        if not update.runs:
+            return
+        runs = np.concatenate(update.runs)
+        update.runs = []
+        runs = runs[np.lexsort((runs[:, 1], runs[:, 0]))]
+        waiting = []
+        self._at("write", SEGMENTED_PATH, t)
+        k = 0
+        while k < len(runs):
+            # one write per spot and stretch of touching runs over frames already in the file
+            spot, first = int(runs[k, 0]), int(runs[k, 1])
+            if spot >= s or first >= self.frames:
+                waiting.append(runs[k])
+                k += 1
+                continue
+            pieces = []
+            stop = first
+            while k < len(runs) and int(runs[k, 0]) == spot and int(runs[k, 1]) == stop and stop < self.frames:
+                count = int(runs[k, 2])
+                end = min(stop + count, self.frames)
+                pieces.append(np.full(end - stop, runs[k, 3], dtype=np.int8))
+                if stop + count > end:
+                    waiting.append(np.array([spot, end, stop + count - end, runs[k, 3]], dtype=np.int64))
+                stop += count
+                k += 1
+            column = np.concatenate(pieces)[:, None]
+            self._write(SEGMENTED_PATH, column, column.shape, (first, spot))
+        if waiting:
+            update.runs.append(np.asarray(waiting, dtype=np.int64).reshape(-1, 4))
+
     def commit(
         self,
         spots: SpotTable | None,
@@ -318,8 +395,9 @@ class FileSink:
         mean_image: FloatArray | None = None,
         *,
         final: bool,
+        blinking: BlinkingUpdate | None = None,
     ) -> None:
-        """Write the spot table, gaps and mean image, flush, then write and flush the commit record.
+        """Write the spot table, gaps, mean image and blinking results, flush, then write and flush the commit record.
 
         Spots the caller's table does not cover yet (seen only in records)
         get NaN positions and the frame where they first appeared. ``gaps``
@@ -361,6 +439,8 @@ class FileSink:
             path = MEAN_IMAGE_DATASET.path
             self._at("write", path, t)
             self._write(path, mean_image, mean_image.shape, (0, 0))
+        if blinking is not None:
+            self._write_blinking(blinking, t)
         self._at("flush", "(flush)", t)
         self.file.flush()  # the data first ...
         self._at("write", COMMIT_PATH, t)

@@ -97,6 +97,9 @@ class DatasetSpec:
         :class:`~plstream.analysis.result_file.layout.FrameRecord` for per-frame data.
     description : str
         Stored as the dataset's ``description`` attribute.
+    columns : tuple of str
+        For a table (S, k): the name of each column, stored as the
+        dataset's ``columns`` attribute (comma-separated); empty otherwise.
     """
 
     path: str
@@ -106,6 +109,7 @@ class DatasetSpec:
     units: str
     field: str
     description: str
+    columns: tuple[str, ...] = ()
 
     @property
     def per_frame(self) -> bool:
@@ -135,8 +139,47 @@ class DatasetSpec:
         return shape, maxshape, (first, *(int(a) for a in self.axes[1:]))
 
 
-def _spec(path: str, dtype: str, axes: str, fill: float | int, units: str, field: str, description: str) -> DatasetSpec:
-    return DatasetSpec(path, np.dtype(dtype), tuple(axes.split(",")), fill, units, field, description)
+def _spec(
+    path: str,
+    dtype: str,
+    axes: str,
+    fill: float | int,
+    units: str,
+    field: str,
+    description: str,
+    columns: tuple[str, ...] = (),
+) -> DatasetSpec:
+    return DatasetSpec(path, np.dtype(dtype), tuple(axes.split(",")), fill, units, field, description, columns)
+
+
+#: Columns of ``/blinking/levels`` (photons, in the units of the trace the states were read from).
+LEVEL_COLUMNS = ("off", "on", "gray")
+#: Columns of ``/blinking/spot_stats`` (see ``docs/result_layout.md``).
+SPOT_STATS_COLUMNS = (
+    "n_frames",
+    "on_fraction",
+    "off_fraction",
+    "gray_fraction",
+    "n_on_events",
+    "n_off_events",
+    "n_gray_events",
+    "mean_on_frames",
+    "mean_off_frames",
+    "mean_gray_frames",
+    "n_censored",
+    "on_level",
+    "off_level",
+    "gray_level",
+    "on_threshold",
+    "off_threshold",
+    "bleached",
+    "alpha_on",
+    "alpha_on_error",
+    "alpha_off",
+    "alpha_off_error",
+)
+#: The group whose attributes hold the ensemble's dwell-time fits (written when the writer closes).
+ENSEMBLE_GROUP = "/blinking/ensemble"
 
 
 _NAN = float("nan")
@@ -179,12 +222,62 @@ DATASETS: tuple[DatasetSpec, ...] = (
         "camera_frame_id",
         "the camera's own number of the frame (GenTL frame ID, Micro-Manager image number); -1 when it has none",
     ),
+    # Added in plstream 0.4 (layout 1): the refined blinking states and their statistics.
+    _spec(
+        "/blinking/segmented",
+        "i1",
+        "T,S",
+        -1,
+        "1",
+        "segmented",
+        "refined state: 1 ON, 0 OFF, 2 GRAY, -1 not measured (final up to /blinking/final_frames, provisional after)",
+    ),
+    _spec(
+        "/blinking/levels",
+        "<f4",
+        "S,3",
+        _NAN,
+        "photons",
+        "levels",
+        "per spot [L_off, L_on, L_gray]: the fitted OFF, ON and GRAY levels (NaN: none)",
+        LEVEL_COLUMNS,
+    ),
+    _spec(
+        "/blinking/final_frames",
+        "<i8",
+        "S",
+        0,
+        "frame",
+        "final_frames",
+        "frames 0 .. final_frames-1 of the spot's /blinking/segmented column are final",
+    ),
+    _spec(
+        "/blinking/spot_stats",
+        "<f8",
+        "S,21",
+        _NAN,
+        "mixed",
+        "spot_stats",
+        "per spot blinking statistics, one column per name in the columns attribute (written at close)",
+        SPOT_STATS_COLUMNS,
+    ),
 )
-ADDED_DATASETS = frozenset({"/images/mean", "/frames/camera_frame_id"})
+ADDED_DATASETS = frozenset(
+    {
+        "/images/mean",
+        "/frames/camera_frame_id",
+        "/blinking/segmented",
+        "/blinking/levels",
+        "/blinking/final_frames",
+        "/blinking/spot_stats",
+    }
+)
 """Datasets added under new names after the first files of layout 1 were written: older files lack them."""
 FRAME_DATASETS = tuple(s for s in DATASETS if s.per_frame)
 TRACE_DATASETS = tuple(s for s in FRAME_DATASETS if s.per_spot)
-SPOT_DATASETS = tuple(s for s in DATASETS if s.axes == ("S",))
+SPOT_DATASETS = tuple(s for s in DATASETS if s.path.startswith("/spots/"))
+#: Per-spot blinking results written apart from the spot table (extended with the spots, filled when known).
+BLINKING_SPOT_DATASETS = tuple(s for s in DATASETS if s.path.startswith("/blinking/") and not s.per_frame)
 GAP_DATASET = next(s for s in DATASETS if s.axes[0] == "G")
 MEAN_IMAGE_DATASET = next(s for s in DATASETS if s.field == "mean_image")
 #: Datasets every result file has; the images exist only in files whose writer knew the frame shape.
@@ -221,6 +314,9 @@ class FrameRecord:
         1 on, 0 off, -1 not measured.
     camera_frame_id : int
         The camera's own number of the frame (-1 when the source has none).
+    segmented : (S_t,) int8 or None
+        Provisional refined state (1 ON, 0 OFF, 2 GRAY, -1 not measured),
+        rewritten later by the final one; None writes -1.
     """
 
     index: int
@@ -239,6 +335,7 @@ class FrameRecord:
     fit_success: IntArray
     state: IntArray
     camera_frame_id: int = -1
+    segmented: IntArray | None = None
 
     @property
     def n_spots(self) -> int:

@@ -72,6 +72,17 @@ class Results:
         reference-frame coordinates) as of the writer's last flush; NaN if no
         image was written yet. None when the file has no such dataset
         (layout 1, or a writer created without ``frame_shape``).
+    segmented : (T, S) int8
+        ``/blinking/segmented``, the refined states (1 ON, 0 OFF, 2 GRAY, -1);
+        final up to ``final_frames`` per spot; all -1 in files before plstream 0.4.
+    levels : (S, 3) float32
+        ``/blinking/levels``: [L_off, L_on, L_gray], photons.
+    final_frames : (S,) int64
+        ``/blinking/final_frames``.
+    spot_stats : (S, 21) float64
+        ``/blinking/spot_stats`` (columns ``layout.SPOT_STATS_COLUMNS``; NaN until the run closed).
+    ensemble : dict
+        The attributes of ``/blinking/ensemble`` ({} until the run closed, or in older files).
     """
 
     path: Path
@@ -108,6 +119,11 @@ class Results:
     gaps: IntArray
     mean_image: FloatArray | None
     camera_frame_id: IntArray
+    segmented: IntArray
+    levels: FloatArray
+    final_frames: IntArray
+    spot_stats: FloatArray
+    ensemble: dict[str, Any]
 
     @property
     def n_frames(self) -> int:
@@ -225,8 +241,10 @@ def _read_limits(f: h5py.File, commit: dict[str, Any] | None = None) -> dict[str
     mid-flush, holding fill values; readers never return them.
     """
     commit = _read_commit(f) if commit is None else commit
-    frames = min([commit["frames"], *(f[s.path].shape[0] for s in layout.FRAME_DATASETS)])
-    spots = min([commit["spots"], *(f[s.path].shape[-1] for s in layout.DATASETS if s.per_spot)])
+    frames = min([commit["frames"], *(f[s.path].shape[0] for s in layout.FRAME_DATASETS if s.path in f)])
+    spots = min(
+        [commit["spots"], *(f[s.path].shape[s.axes.index("S")] for s in layout.DATASETS if s.per_spot and s.path in f)]
+    )
     gaps = min(commit["gaps"], f[layout.GAP_DATASET.path].shape[0])
     return {**commit, "frames": frames, "spots": spots, "gaps": gaps}
 
@@ -249,7 +267,9 @@ def _check_layout(path: Path, attrs: dict[str, Any], plstream_version: str) -> i
     return version
 
 
-def _read_fields(f: h5py.File, path: Path, limits: dict[str, Any], *, start: int = 0) -> dict[str, Any]:
+def _read_fields(
+    f: h5py.File, path: Path, limits: dict[str, Any], *, start: int = 0, stop: int | None = None
+) -> dict[str, Any]:
     """Everything a ``Results`` holds, as a dict of its fields.
 
     Frames ``start .. limits["frames"]-1``, spots ``0 .. limits["spots"]-1``;
@@ -259,7 +279,8 @@ def _read_fields(f: h5py.File, path: Path, limits: dict[str, Any], *, start: int
     missing = sorted(s.path for s in layout.REQUIRED_DATASETS if s.path not in f)
     if missing:
         raise ResultFileError(f"{path} lacks the datasets {', '.join(missing)}; it is not a complete result file")
-    t0, t1, s = min(start, limits["frames"]), limits["frames"], limits["spots"]
+    t1 = limits["frames"] if stop is None else max(0, min(stop, limits["frames"]))
+    t0, s = min(start, t1), limits["spots"]
     out: dict[str, Any] = {}
     for spec in layout.DATASETS:
         if spec.is_image:
@@ -274,10 +295,17 @@ def _read_fields(f: h5py.File, path: Path, limits: dict[str, Any], *, start: int
             out[spec.field] = d[t0:t1, :s] if s else np.zeros((t1 - t0, 0), dtype=spec.dtype)
         elif spec.per_frame:
             out[spec.field] = d[t0:t1]
-        elif spec.axes == ("S",):
-            out[spec.field] = d[:s]
+        elif spec.axes[0] == "S":
+            values = d[:s]
+            if len(values) < s:  # not written yet: what the file would hold
+                padded = np.full((s, *values.shape[1:]), spec.fill, dtype=spec.dtype)
+                padded[: len(values)] = values
+                values = padded
+            out[spec.field] = values
         else:
             out[spec.field] = d[: limits["gaps"]]
+    group = f.get(layout.ENSEMBLE_GROUP)
+    out["ensemble"] = {k: _attr_value(v) for k, v in group.attrs.items() if k != "description"} if group else {}
     try:
         parsed = {
             name: _json_attr(attrs, f"{name}_json") for name in ("settings", "source", "camera", "summary", "units")
@@ -297,8 +325,10 @@ def _read_fields(f: h5py.File, path: Path, limits: dict[str, Any], *, start: int
     }
 
 
-def _results_from(f: h5py.File, path: Path, opened_swmr: bool, limits: dict[str, Any], start: int = 0) -> Results:
-    fields = _read_fields(f, path, limits, start=start)
+def _results_from(
+    f: h5py.File, path: Path, opened_swmr: bool, limits: dict[str, Any], start: int = 0, stop: int | None = None
+) -> Results:
+    fields = _read_fields(f, path, limits, start=start, stop=stop)
     version = _check_layout(path, fields["attrs"], __version__)
     return Results(path=path, layout_version=version, opened_swmr=opened_swmr, **fields)
 
@@ -402,17 +432,17 @@ class ResultFollower:
             self.close()
         return self.n_frames - before
 
-    def read(self, start: int = 0) -> Results:
-        """Frames ``start .. n_frames-1`` and the spot table, as of the last :meth:`refresh`.
+    def read(self, start: int = 0, stop: int | None = None) -> Results:
+        """Frames ``start .. n_frames-1`` (or ``.. stop-1``) and the spot table, as of the last :meth:`refresh`.
 
         ``mean_image`` is the image the writer last flushed when this is called
         (while the writer rewrites it, parts of two consecutive images may be mixed).
         """
         if self._file is not None:
-            return _results_from(self._file, self.path, True, self._limits, start)
+            return _results_from(self._file, self.path, True, self._limits, start, stop)
         f, opened_swmr = _open_for_reading(self.path)
         with f:
-            return _results_from(f, self.path, opened_swmr, self._limits, start)
+            return _results_from(f, self.path, opened_swmr, self._limits, start, stop)
 
     def close(self) -> None:
         """Let go of the file (idempotent)."""

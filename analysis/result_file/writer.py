@@ -38,6 +38,7 @@ __all__ = ["ResultWriteError", "ResultWriter", "check_destination"]
 logger = logging.getLogger(__name__)
 
 _TRACE_FIELDS = tuple(s.field for s in layout.TRACE_DATASETS)
+_OPTIONAL_FIELDS = frozenset({"segmented"})  # FrameRecord fields that may be None (written as fill values)
 
 
 def check_destination(path: Path, overwrite: bool) -> None:
@@ -163,6 +164,9 @@ class ResultWriter:
         self._pending_spots: _io.SpotTable | None = None
         self._pending_mean: FloatArray | None = None
         self._pending_gaps: list[tuple[int, int]] | None = None
+        self._pending_blinking = _io.BlinkingUpdate()
+        self._blinking_carry = _io.BlinkingUpdate()  # writer thread: runs waiting for their frames
+        self._ensemble: dict[str, Any] = {}
         self._closing = False
         self._error: ResultWriteError | None = None
         # Caller side only.
@@ -294,6 +298,51 @@ class ResultWriter:
         with self._cond:
             self._pending_gaps = rows
 
+    def set_blinking(
+        self,
+        *,
+        runs: IntArray | None = None,
+        levels: FloatArray | None = None,
+        final_frames: IntArray | None = None,
+        spot_stats: FloatArray | None = None,
+    ) -> None:
+        """Give blinking results; written at the next flush.
+
+        Parameters
+        ----------
+        runs : (R, 4) int array, optional
+            Rows ``[spot, first_frame, n_frames, state]``: final refined states written
+            over ``/blinking/segmented`` (queued; a run over frames not yet in the
+            file waits for them).
+        levels : (S, 3) float, optional
+            ``/blinking/levels`` (replaces the last one given).
+        final_frames : (S,) int, optional
+            ``/blinking/final_frames`` (replaces the last one given).
+        spot_stats : (S, 21) float, optional
+            ``/blinking/spot_stats`` (replaces the last one given).
+        """
+        if self._closed:
+            raise RuntimeError(f"set_blinking() after close() on the result writer for {self.path}")
+        update = _io.BlinkingUpdate()
+        for name, value, dtype in (
+            ("levels", levels, np.float32),
+            ("final_frames", final_frames, np.int64),
+            ("spot_stats", spot_stats, np.float64),
+        ):
+            if value is not None:
+                update.tables[name] = np.array(value, dtype=dtype, copy=True)
+        if runs is not None and len(runs):
+            rows = np.array(runs, dtype=np.int64, copy=True).reshape(-1, 4)
+            update.runs.append(rows)
+        with self._cond:
+            self._pending_blinking.merge(update)
+
+    def set_ensemble(self, attrs: dict[str, Any]) -> None:
+        """Attributes of ``/blinking/ensemble`` (the ensemble's dwell-time fits), written when the writer closes."""
+        if self._closed:
+            raise RuntimeError(f"set_ensemble() after close() on the result writer for {self.path}")
+        self._ensemble = dict(attrs)
+
     def close(self, status: str = "complete", summary: dict[str, Any] | None = None, *, status_text: str = "") -> None:
         """Drain, flush, close the SWMR file, then reopen it to write the final attributes.
 
@@ -332,7 +381,8 @@ class ResultWriter:
             "writer_json": json.dumps(self._stats),
         }
         try:
-            if _io.write_final_attrs(self.path, attrs, timeout_s=self._finalize_timeout_s):
+            group_attrs = {layout.ENSEMBLE_GROUP: self._ensemble} if self._ensemble and error is None else None
+            if _io.write_final_attrs(self.path, attrs, timeout_s=self._finalize_timeout_s, group_attrs=group_attrs):
                 logger.warning(
                     "%s was held open by a reader; its final status was written without file locking", self.path
                 )
@@ -354,6 +404,8 @@ class ResultWriter:
             )
         n = record.n_spots
         for name in _TRACE_FIELDS:
+            if name in _OPTIONAL_FIELDS and getattr(record, name) is None:
+                continue
             shape = np.shape(getattr(record, name))
             if shape != (n,):
                 raise ValueError(
@@ -449,6 +501,8 @@ class ResultWriter:
                 if due:
                     spots, gaps, mean = self._pending_spots, self._pending_gaps, self._pending_mean
                     self._pending_spots, self._pending_gaps, self._pending_mean = None, None, None
+                    self._blinking_carry.merge(self._pending_blinking)
+                    self._pending_blinking = _io.BlinkingUpdate()
             for block in blocks:
                 self._sink.write_block(block)
                 block.reset()
@@ -472,7 +526,7 @@ class ResultWriter:
         final: bool,
     ) -> None:
         started = time.monotonic()
-        self._sink.commit(spots, gaps, mean, final=final)
+        self._sink.commit(spots, gaps, mean, final=final, blinking=self._blinking_carry)
         took = time.monotonic() - started
         self._stats["flushes"] += 1
         self._stats["max_flush_s"] = max(self._stats["max_flush_s"], round(took, 4))

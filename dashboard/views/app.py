@@ -42,6 +42,7 @@ def run_dashboard(
     redraw_hz: float = 20.0,
     size: tuple[int, int] = (1600, 1000),
     security: Security | None = None,
+    tab: str = "traces",
 ) -> int:
     """Show the dashboard for a live analyzer (``connect``) or a result file; returns an exit status.
 
@@ -67,6 +68,8 @@ def run_dashboard(
     security : Security, optional
         Keys for an analyzer on another machine (``--server-key``, ``--insecure``);
         without it only loopback endpoints can be reached.
+    tab : {"traces", "blinking"}
+        Screenshot mode: the tab shown on the right.
 
     Returns
     -------
@@ -99,7 +102,7 @@ def run_dashboard(
     feed.start(model)
     try:
         if screenshot is not None:
-            return _screenshot(app, window, feed, Path(screenshot), select, timeout_s, size)
+            return _screenshot(app, window, feed, Path(screenshot), select, timeout_s, size, tab)
         window.resize(*size)
         window.show()
         wall0, cpu0 = time.monotonic(), time.process_time()
@@ -160,6 +163,7 @@ def _screenshot(
     select: int,
     timeout_s: float,
     size: tuple[int, int],
+    tab: str = "traces",
 ) -> int:
     if not _wait_caught_up(app, feed, timeout_s):
         why = feed.error or f"no complete data within {timeout_s:g} s (is the analyzer running and serving results?)"
@@ -171,6 +175,9 @@ def _screenshot(
         app.processEvents()
         time.sleep(0.02)
     window.select_brightest(select)
+    if tab == "blinking":
+        window.right_tabs.setCurrentIndex(1)
+        window.model.blinking(wait=True)
     window.redraw(force=True)
     app.processEvents()
     window.redraw(force=True)
@@ -222,4 +229,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         timeout_s=args.timeout,
         redraw_hz=args.redraw_hz,
         security=Security(default_keys_dir(), server_key=args.server_key or "", insecure=args.insecure),
+        tab=args.tab,
     )

@@ -12,6 +12,7 @@ from pyqtgraph.Qt import QtCore, QtGui, QtWidgets
 
 from plstream.dashboard.model import DashboardModel
 from plstream.dashboard.views._qt_compat import refcount_guard
+from plstream.dashboard.views.blinking_panel import BlinkingPanel
 from plstream.dashboard.views.drift_panel import DriftPanel
 from plstream.dashboard.views.health_panel import HealthPanel
 from plstream.dashboard.views.image_panel import ImagePanel
@@ -44,7 +45,7 @@ class Feed(Protocol):
 
 
 class DashboardWindow(QtWidgets.QMainWindow):
-    """Image over drift | traces and spot list, under the health strip.
+    """Image over drift | traces and spot list (or the blinking panel, in a second tab), under the health strip.
 
     One QTimer at ``redraw_hz`` (at most :data:`MAX_REDRAW_HZ`) redraws only
     what changed in the model; the spot list and metrics refresh at most
@@ -124,6 +125,7 @@ class DashboardWindow(QtWidgets.QMainWindow):
         self.image_panel = ImagePanel()
         self.trace_panel = TracePanel()
         self.drift_panel = DriftPanel()
+        self.blinking_panel = BlinkingPanel()
         self.image_panel.spot_clicked.connect(self._on_spot_clicked)
         self.trace_panel.selection_requested.connect(self.set_selection)
 
@@ -135,7 +137,17 @@ class DashboardWindow(QtWidgets.QMainWindow):
         left.setSizes([660, 260])
         main = QtWidgets.QSplitter(QtCore.Qt.Orientation.Horizontal)
         main.addWidget(left)
-        main.addWidget(self._titled("Intensity traces (selected spots; shaded: ON)", self.trace_panel))
+        self.right_tabs = QtWidgets.QTabWidget()
+        self.right_tabs.addTab(
+            self._titled("Intensity traces (selected spots; shaded: ON)", self.trace_panel), "Traces"
+        )
+        self.right_tabs.addTab(
+            self._titled(
+                "Blinking: dwell times of all spots; the first selected spot's refined states", self.blinking_panel
+            ),
+            "Blinking",
+        )
+        main.addWidget(self.right_tabs)
         main.setStretchFactor(0, 2)
         main.setStretchFactor(1, 3)
         main.setSizes([620, 980])
@@ -224,11 +236,6 @@ class DashboardWindow(QtWidgets.QMainWindow):
         if model.session_count != self._session:
             self._session = model.session_count  # a restarted analyzer: keep the selection, refresh the list
             self._selection_dirty = True
-        if force or now - self._health_at >= 0.5 or model.status_version != self._status_drawn:
-            self._status_drawn = model.status_version
-            self._health_at = now
-            self.health_panel.update_view(model.health())
-            self.setWindowTitle(f"plstream dashboard — {model.source_name or 'no source'}")
         if force or self._selection_dirty or now - self._metrics_at >= self.metrics_interval_s:
             self._metrics_at = now
             self.trace_panel.update_metrics(model.metrics(force=force), self._colors)
@@ -236,6 +243,15 @@ class DashboardWindow(QtWidgets.QMainWindow):
         drew |= self.image_panel.update_view(model, self._colors, force=force)
         drew |= self.trace_panel.update_view(model, self._colors, force=force)
         drew |= self.drift_panel.update_view(model, force=force)
+        if force or self.right_tabs.currentIndex() == 1:
+            drew |= self.blinking_panel.update_view(model, self._colors, force=force)
+        # health last: it then shows a model at least as new as the panels drawn above (a feed may apply an
+        # update between two reads of this redraw)
+        if force or now - self._health_at >= 0.5 or model.status_version != self._status_drawn:
+            self._status_drawn = model.status_version
+            self._health_at = now
+            self.health_panel.update_view(model.health())
+            self.setWindowTitle(f"plstream dashboard — {model.source_name or 'no source'}")
         if drew:
             self.redraw_count += 1
         return drew

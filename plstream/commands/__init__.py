@@ -13,4 +13,5 @@ COMMANDS = {
     "evaluate": "plstream.commands.simulate:evaluate",
     "dashboard": "plstream.commands.dashboard:dashboard",
     "keys": "plstream.commands.keys:keys",
+    "export": "plstream.commands.export:export",
 }

@@ -47,6 +47,7 @@ def dashboard(args: argparse.Namespace) -> int:
             timeout_s=args.timeout,
             redraw_hz=args.redraw_hz,
             security=security,
+            tab=args.tab,
         )
     except ImportError as exc:
         if args.debug:
