@@ -208,6 +208,7 @@ class FitSettings:
 class DriftSettings:
     method: str = _setting("auto", choices=("auto", "spots", "registration"))
     rotation: bool = True
+    rotation_smoothing_frames: int = _setting(10, low=1, high=10_000)
     reference_spots: str = ""
     min_spots: int = _setting(3, low=1)
     correlation_upsample: int = _setting(50, low=1, high=1000)

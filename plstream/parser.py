@@ -74,6 +74,16 @@ def _add_camera(parser: argparse.ArgumentParser) -> None:
     units.add_argument("--frame-interval-s", type=float, metavar="S", help="time between frames, s")
 
 
+def _add_drift(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--drift-spots",
+        metavar="IDS_OR_FILE",
+        help="measure the drift with these particles only: spot IDs (e.g. 0,4,7) or a file of positions "
+        "(the image-alignment pipeline's particle_selections.json, or 'x y' / 'x0 y0 x1 y1' per line, frame-0 px); "
+        "sets drift.reference_spots",
+    )
+
+
 def _add_record(parser: argparse.ArgumentParser) -> None:
     record = parser.add_mutually_exclusive_group()
     record.add_argument(
@@ -127,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--unpaced", action="store_true", help="stream as fast as possible instead of at the frame rate")
     p.add_argument("--seed", type=int, help="simulation seed (default: simulation.seed)")
+    _add_drift(p)
     _add_live(p, dashboard=True)
     _add_common(p)
 
@@ -145,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--truth", metavar="TRUTH.h5", help="ground truth to score against (default: <movie>.truth.h5 if present)"
     )
+    _add_drift(p)
     _add_live(p, dashboard=True)
     _add_common(p)
 
@@ -175,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--bind", metavar="ENDPOINT", help="bind here and let the source connect")
     _add_output(p, required=True)
     _add_record(p)
+    _add_drift(p)
     _add_live(p, dashboard=False)
     _add_common(p)
 

@@ -13,8 +13,9 @@ pixel-integrated Gaussian PSF, ``photons * dEx * dEy`` with
 ``dE(x) = 1/2 [erf((x - mu + 1/2) / (sqrt(2) sigma)) - erf((x - mu - 1/2) / (sqrt(2) sigma))]``,
 drawn within ``±ceil(5 sigma)`` px of its centre; plus the background map
 (with ``contrast="dark"`` the spots take those photons away from the
-background instead: dark particles on a bright field); then Poisson shot noise; electrons times gain; plus Normal(0, read noise x
-gain); plus offset; rounded and clipped to the output type.
+background instead: dark particles on a bright field); then Poisson shot
+noise; electrons times gain; plus Normal(0, read noise x gain); plus offset;
+rounded and clipped to the output type.
 
 Model details (the truth records exactly what was simulated):
 

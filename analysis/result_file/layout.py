@@ -14,7 +14,7 @@ column, y = row, pixel centres at integers; frame 0 is the reference frame.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -59,7 +59,7 @@ RESERVED_ATTRS = frozenset(
     }
 )
 #: JSON attributes written at creation; "{}" when the caller gives none.
-RUN_INFO_JSON = ("settings_json", "source_json", "camera_json", "units_json")
+RUN_INFO_JSON = ("settings_json", "source_json", "camera_json", "units_json", "analysis_json")
 FINAL_STATUSES = ("complete", "interrupted", "error")
 
 # Chunk shapes: ~64-128 KiB per (T, S) chunk (256 frames x 64 spots), so a
@@ -179,8 +179,38 @@ DATASETS: tuple[DatasetSpec, ...] = (
         "camera_frame_id",
         "the camera's own number of the frame (GenTL frame ID, Micro-Manager image number); -1 when it has none",
     ),
+    # Added in plstream 0.4 (layout 1): rigid drift (translation + rotation)
+    _spec(
+        "/drift/rotation",
+        "<f8",
+        "T",
+        0.0,
+        "rad",
+        "drift_rotation",
+        "rotation theta of frame t about attrs center_xy: a frame-0 point p appears at R(theta)(p - c) + c + /drift/xy",
+    ),
+    _spec(
+        "/drift/uncertainty",
+        "<f4",
+        "T,3",
+        _NAN,
+        "px, px, rad",
+        "drift_uncertainty",
+        "standard errors of dx, dy and the rotation",
+    ),
+    _spec(
+        "/drift/method",
+        "i1",
+        "T",
+        -1,
+        "1",
+        "drift_method",
+        "how the drift was measured: 0 reference frame, 1 spots, 2 image registration, 3 not measured (kept)",
+    ),
 )
-ADDED_DATASETS = frozenset({"/images/mean", "/frames/camera_frame_id"})
+ADDED_DATASETS = frozenset(
+    {"/images/mean", "/frames/camera_frame_id", "/drift/rotation", "/drift/uncertainty", "/drift/method"}
+)
 """Datasets added under new names after the first files of layout 1 were written: older files lack them."""
 FRAME_DATASETS = tuple(s for s in DATASETS if s.per_frame)
 TRACE_DATASETS = tuple(s for s in FRAME_DATASETS if s.per_spot)
@@ -189,6 +219,17 @@ GAP_DATASET = next(s for s in DATASETS if s.axes[0] == "G")
 MEAN_IMAGE_DATASET = next(s for s in DATASETS if s.field == "mean_image")
 #: Datasets every result file has; the images exist only in files whose writer knew the frame shape.
 REQUIRED_DATASETS = tuple(s for s in DATASETS if s.path not in ADDED_DATASETS)
+ROTATION_PATH = "/drift/rotation"
+"""Its attribute ``center_xy`` is the centre c of the rotation, px (x, y)."""
+
+#: /drift/method codes
+DRIFT_METHODS = {"reference": 0, "spots": 1, "registration": 2, "kept": 3}
+
+
+def rotation_center_xy(frame_shape: FrameShape) -> tuple[float, float]:
+    """The centre of the drift's rotation: the image centre ``((W - 1) / 2, (H - 1) / 2)``, px (x, y)."""
+    rows, cols = frame_shape
+    return (cols - 1) / 2.0, (rows - 1) / 2.0
 
 
 @dataclass(frozen=True)
@@ -208,7 +249,8 @@ class FrameRecord:
     timestamp : float
         Source timestamp, s.
     drift_xy : (2,) float
-        [dx, dy], px: where a reference-frame point appears in this frame.
+        [dx, dy], px: where a reference-frame point appears in this frame (about
+        the rotation centre, see ``drift_rotation``).
     intensity, background, weighted : (S_t,) float
         Aperture intensity (photons), local background (photons/px), PSF-weighted intensity (photons).
     fit_x, fit_y : (S_t,) float
@@ -221,6 +263,13 @@ class FrameRecord:
         1 on, 0 off, -1 not measured.
     camera_frame_id : int
         The camera's own number of the frame (-1 when the source has none).
+    drift_rotation : float
+        Rotation theta of the frame about :func:`rotation_center_xy`, rad: a
+        frame-0 point p appears at ``R(theta) (p - c) + c + drift_xy``.
+    drift_uncertainty : (3,) float
+        Standard errors of dx, dy (px) and theta (rad); NaN when unknown.
+    drift_method : int
+        How the drift was measured (:data:`DRIFT_METHODS`; -1 unknown).
     """
 
     index: int
@@ -239,6 +288,9 @@ class FrameRecord:
     fit_success: IntArray
     state: IntArray
     camera_frame_id: int = -1
+    drift_rotation: float = 0.0
+    drift_uncertainty: FloatArray = field(default_factory=lambda: np.full(3, np.nan))
+    drift_method: int = -1
 
     @property
     def n_spots(self) -> int:
