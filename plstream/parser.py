@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 
+from plstream.commands.export import EXPORTS
 from plstream.dashboard.arguments import add_arguments as add_dashboard_arguments
 
 __all__ = ["build_parser"]
@@ -206,6 +207,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("result", help="result file (HDF5)")
     p.add_argument("truth", help="truth file written by 'plstream simulate' or 'plstream run'")
     p.add_argument("--check", action="store_true", help="exit with status 1 if an acceptance bar is missed")
+    _add_common(p)
+
+    p = sub.add_parser(
+        "export",
+        help="write files derived from a result file: the movie aligned to frame 0, a validation report, ...",
+        description="Write files derived from a result file and the movie it analysed. 'aligned': every frame "
+        "moved back into frame 0's coordinates by the inverse of its drift (translation and rotation; bilinear, "
+        "the movie's pixel type kept) as a multi-page TIFF or a folder of TIFFs, plus an alignment log CSV "
+        "(frame, dx, dy, rotation). 'validation': the particles re-measured on the aligned frames; their motion "
+        "before and after, the drift reduction, a CSV and PNG figures.",
+    )
+    p.add_argument("kind", choices=sorted(EXPORTS), help="what to write")
+    p.add_argument("result", help="result file (HDF5)")
+    p.add_argument(
+        "--movie", metavar="MOVIE", help="the analysed movie (default: the file or folder the result says it replayed)"
+    )
+    p.add_argument(
+        "--out",
+        metavar="PATH",
+        help="aligned: a .tif (one multi-page TIFF) or a folder (one TIFF per frame; default for a folder movie), "
+        "default <result>.aligned.tif / <result>_aligned; validation: the report's folder, default <result>_validation",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace existing output")
+    p.add_argument(
+        "--particles",
+        metavar="IDS",
+        help="validation: the spot IDs to follow, e.g. 0,4,7 (default: the drift's reference particles, else the "
+        "brightest spots fitted in most frames)",
+    )
+    p.add_argument("--max-particles", type=int, default=12, help="validation: at most this many particles (default 12)")
     _add_common(p)
 
     p = sub.add_parser(

@@ -12,4 +12,5 @@ COMMANDS = {
     "simulate": "plstream.commands.simulate:simulate",
     "evaluate": "plstream.commands.simulate:evaluate",
     "dashboard": "plstream.commands.dashboard:dashboard",
+    "export": "plstream.commands.export:export",
 }

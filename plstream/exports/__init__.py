@@ -1,0 +1,1 @@
+"""What ``plstream export`` writes from a result file and its movie: aligned frames, a validation report."""
