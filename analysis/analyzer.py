@@ -91,6 +91,7 @@ _REDETECT_LOG_RATIO = math.log(1.5)
 # Frames whose records are held back until the reference offset (the "gauge") is settled.
 _GAUGE_FRAMES = 24
 _GAUGE_MIN_MEASURED = 6
+_GAUGE_MAX_CHI2 = 9.0
 # Rows added on each side of a late detection band (background tiles and filter are off near a cut edge).
 _BAND_MARGIN_PX = 32
 # The rotation is measured only when its standard error moves the field's corners by at most this (px).
@@ -124,6 +125,25 @@ class Geometry:
                 f"({inner}) < annulus_outer_px ({outer})"
             )
         return cls(float(sigma), roi, float(radius), float(inner), float(outer))
+
+
+def _at_frame_zero(times: np.ndarray, values: np.ndarray, errors: np.ndarray) -> float:
+    """A smooth curve through the first frames' measurements, evaluated at frame 0.
+
+    A quadratic (a line for fewer than 10 frames) weighted by the standard
+    errors; when the measurements do not follow it (reduced chi-square above
+    9: a drift or rotation that changes fast), a line through the three
+    earliest frames only.
+    """
+    weights = 1.0 / errors
+    degree = 2 if times.size >= 10 else 1
+    coefficients = np.polyfit(times, values, degree, w=weights)
+    dof = times.size - degree - 1
+    if dof > 0:
+        chi2 = float(np.sum(((values - np.polyval(coefficients, times)) * weights) ** 2)) / dof
+        if chi2 > _GAUGE_MAX_CHI2:
+            coefficients = np.polyfit(times[:3], values[:3], 1, w=weights[:3])
+    return float(np.polyval(coefficients, 0.0))
 
 
 class _FrameWork:
@@ -494,7 +514,7 @@ class StreamingAnalyzer:
         ref_var = spots.position_variance()
         allowed = self._drift_mask(len(spots))
         rotate = self._settings.drift.rotation
-        t, measured, weight, rotated = [], [], [], []
+        t, measured, errors, rotated = [], [], [], []
         for record in held:
             n = record.n_spots
             fitted = np.column_stack([record.fit_x, record.fit_y]).astype(np.float64)
@@ -519,16 +539,18 @@ class StreamingAnalyzer:
             if estimate.n_spots >= enough:
                 t.append(record.index)
                 measured.append((estimate.dx, estimate.dy, estimate.theta))
-                weight.append(1.0 / max(estimate.standard_error, 1e-6))
+                errors.append((max(estimate.standard_error, 1e-6), max(estimate.se_theta, 1e-12)))
                 rotated.append(estimate.rotation_fitted)
         if len(t) < _GAUGE_MIN_MEASURED:
             return held
         times = np.asarray(t, dtype=np.float64)
         values = np.asarray(measured)
-        degree = 2 if len(t) >= 10 else 1
-        at_zero = [float(np.polyval(np.polyfit(times, values[:, k], degree, w=weight), 0.0)) for k in range(3)]
-        offset = np.array(at_zero[:2])
-        theta0 = at_zero[2] if sum(rotated) >= _GAUGE_MIN_MEASURED else 0.0
+        se = np.asarray(errors)
+        offset = np.array([_at_frame_zero(times, values[:, k], se[:, 0]) for k in range(2)])
+        fitted = np.asarray(rotated, dtype=np.bool_)
+        theta0 = 0.0
+        if np.count_nonzero(fitted) >= _GAUGE_MIN_MEASURED:
+            theta0 = _at_frame_zero(times[fitted], values[fitted, 2], se[fitted, 1])
         spots.transform(theta0, self._center, offset)
         corrected = {}
         for index, (dx, dy, theta) in zip(t, values):

@@ -20,7 +20,7 @@ from scipy import ndimage
 
 __all__ = ["MAX_WIDTH_PX", "MIN_WIDTH_PX", "BlobWidths", "blob_widths"]
 
-MIN_WIDTH_PX = 0.5
+MIN_WIDTH_PX = 0.8
 MAX_WIDTH_PX = 16.0
 _SCALES_PER_OCTAVE = 6
 

@@ -217,7 +217,9 @@ def robust_rigid(
     clip_sigma, clip_floor_px : float
         A spot is an outlier when its residual (around the weighted median of
         the residuals, then around 0 from the fit) exceeds
-        ``max(clip_sigma * sqrt(variance), clip_floor_px)`` on either axis.
+        ``max(clip_sigma * sqrt(variance), clip_floor_px)`` on either axis
+        (in the first round also 4 robust SDs of the residuals, so that a
+        rotation the prediction lacks does not make every spot an outlier).
     inlier_out : (S,) bool
         Written: the spots of the final fit.
     out : (9,) float64
@@ -264,9 +266,16 @@ def robust_rigid(
                 k += 1
     med_x = weighted_median(rx, ws)
     med_y = weighted_median(ry, ws)
+    # First round: also allow for the spread of the residuals themselves (a rotation the prediction
+    # lacks spreads them over the field); the fitted transform then judges every spot tightly.
+    spread = np.empty(2 * m)
+    for k in range(m):
+        spread[k] = abs(rx[k] - med_x)
+        spread[m + k] = abs(ry[k] - med_y)
+    wide = 4.0 * 1.4826 * np.median(spread)
     n_keep = 0
     for k in range(m):
-        limit = max(clip_sigma / math.sqrt(ws[k]), clip_floor_px)
+        limit = max(clip_sigma / math.sqrt(ws[k]), clip_floor_px, wide)
         keep[k] = abs(rx[k] - med_x) <= limit and abs(ry[k] - med_y) <= limit
         n_keep += keep[k]
     if n_keep == 0:
