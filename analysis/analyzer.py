@@ -541,16 +541,20 @@ class StreamingAnalyzer:
                 measured.append((estimate.dx, estimate.dy, estimate.theta))
                 errors.append((max(estimate.standard_error, 1e-6), max(estimate.se_theta, 1e-12)))
                 rotated.append(estimate.rotation_fitted)
-        if len(t) < _GAUGE_MIN_MEASURED:
+        if not t or (len(t) < _GAUGE_MIN_MEASURED and t[0] != 0):
             return held
         times = np.asarray(t, dtype=np.float64)
         values = np.asarray(measured)
         se = np.asarray(errors)
-        offset = np.array([_at_frame_zero(times, values[:, k], se[:, 0]) for k in range(2)])
         fitted = np.asarray(rotated, dtype=np.bool_)
-        theta0 = 0.0
-        if np.count_nonzero(fitted) >= _GAUGE_MIN_MEASURED:
-            theta0 = _at_frame_zero(times[fitted], values[fitted, 2], se[fitted, 1])
+        if len(t) < _GAUGE_MIN_MEASURED:
+            # a short movie: too few frames for a curve, frame 0's own measurement ties the reference to it
+            offset, theta0 = values[0, :2].copy(), float(values[0, 2]) if fitted[0] else 0.0
+        else:
+            offset = np.array([_at_frame_zero(times, values[:, k], se[:, 0]) for k in range(2)])
+            theta0 = 0.0
+            if np.count_nonzero(fitted) >= _GAUGE_MIN_MEASURED:
+                theta0 = _at_frame_zero(times[fitted], values[fitted, 2], se[fitted, 1])
         spots.transform(theta0, self._center, offset)
         corrected = {}
         for index, (dx, dy, theta) in zip(t, values):
