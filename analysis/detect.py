@@ -503,15 +503,10 @@ def detect_spots(
     maxima = _kernel("local_maxima", parallel)
     count = maxima(z, z_test, float(threshold_sigma), sep, int(max(border_px, 0)), rows, cols)
     rows, cols = rows[:count], cols[:count]
-    keep = _blob_like(z, rows, cols, sigma)
-    noise = (background, n_map, float(read_variance))
-    keep[keep] = _stands_out(smooth, noise, z_test, rows[keep], cols[keep], float(threshold_sigma), sigma)
-    rows, cols = rows[keep], cols[keep]
-    count = rows.size
     half = max(1, math.ceil(3.0 * sigma))
     xy = np.empty((count, 2))
     _k.refine_centroids(data, rows, cols, sigma, half, _REFINE_ITERATIONS, xy)
-    significance = z[rows, cols].astype(np.float64)
+    keep = np.ones(count, dtype=np.bool_)
     if exclude_xy is not None and count:
         known = np.asarray(exclude_xy, dtype=np.float64).reshape(-1, 2)
         known = known[np.isfinite(known).all(axis=1)]
@@ -519,7 +514,12 @@ def detect_spots(
             radius = 2.0 * sigma if exclude_radius_px is None else float(exclude_radius_px)
             distance, _ = cKDTree(known).query(xy, k=1)
             keep = distance > radius
-            xy, significance = xy[keep], significance[keep]
+    # shape and clutter (step 4) only for the candidates that are not known spots already
+    keep[keep] = _blob_like(z, rows[keep], cols[keep], sigma)
+    noise = (background, n_map, float(read_variance))
+    keep[keep] = _stands_out(smooth, noise, z_test, rows[keep], cols[keep], float(threshold_sigma), sigma)
+    xy = xy[keep]
+    significance = z[rows[keep], cols[keep]].astype(np.float64)
     photons = np.empty(xy.shape[0])
     _k.psf_photons(data, xy, sigma, half + 1, np.empty(2 * half + 3), photons)
     order = np.argsort(-significance, kind="stable")
