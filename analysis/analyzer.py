@@ -48,8 +48,10 @@ the same blocks either way, see ``tests/test_parallel.py``).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import math
+import statistics
 from dataclasses import dataclass
 
 import numpy as np
@@ -817,9 +819,9 @@ class StreamingAnalyzer:
         history = self._history
         if len(history) < 2:
             return self._drift, self._rotation
-        steps = np.diff(np.asarray(history[-(_VELOCITY_FRAMES + 1) :]), axis=0)
-        velocity = np.median(steps, axis=0)
-        return self._drift + velocity[:2], self._rotation + float(velocity[2])
+        recent = history[-(_VELOCITY_FRAMES + 1) :]
+        velocity = [statistics.median(b[k] - a[k] for a, b in itertools.pairwise(recent)) for k in range(3)]
+        return self._drift + np.array(velocity[:2]), self._rotation + velocity[2]
 
     def _follow_illumination(self, image: np.ndarray, work: _FrameWork, n: int) -> None:
         """Shift the spots' last backgrounds by the change of the frame's overall level.

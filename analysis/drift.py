@@ -427,18 +427,19 @@ class RotationSmoother:
         self._se: list[float] = []
 
     def _line(self, at: float) -> tuple[float, float]:
-        """The weighted line through the window evaluated at ``at``: (value, standard error)."""
-        t = np.asarray(self._t)
-        y = np.asarray(self._theta)
-        w = 1.0 / np.asarray(self._se) ** 2
-        if t.size == 1 or np.ptp(t) == 0:
-            return float(np.average(y, weights=w)), float(math.sqrt(1.0 / w.sum()))
-        tm = float(np.average(t, weights=w))
-        ym = float(np.average(y, weights=w))
-        sxx = float((w * (t - tm) ** 2).sum())
-        slope = float((w * (t - tm) * (y - ym)).sum()) / sxx
-        var = 1.0 / w.sum() + (at - tm) ** 2 / sxx
-        return ym + slope * (at - tm), math.sqrt(var)
+        """The weighted line through the window evaluated at ``at``: (value, standard error).
+
+        Plain Python: the window is at most a few tens of numbers, fewer than numpy's overhead.
+        """
+        weights = [1.0 / (e * e) for e in self._se]
+        total = sum(weights)
+        tm = sum(w * t for w, t in zip(weights, self._t)) / total
+        ym = sum(w * y for w, y in zip(weights, self._theta)) / total
+        sxx = sum(w * (t - tm) ** 2 for w, t in zip(weights, self._t))
+        if sxx <= 0.0:
+            return ym, math.sqrt(1.0 / total)
+        slope = sum(w * (t - tm) * (y - ym) for w, t, y in zip(weights, self._t, self._theta)) / sxx
+        return ym + slope * (at - tm), math.sqrt(1.0 / total + (at - tm) ** 2 / sxx)
 
     def update(self, t: int, theta: float, se: float) -> tuple[float, float]:
         """Add the rotation measured in frame ``t`` (rad, standard error rad); returns the smoothed (value, se)."""
