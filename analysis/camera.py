@@ -23,7 +23,7 @@ from numba import njit
 from numpy.typing import NDArray
 from scipy import stats
 
-__all__ = ["CameraModel", "estimate_camera_model", "resolve_camera_model", "to_photons"]
+__all__ = ["CameraEstimateError", "CameraModel", "estimate_camera_model", "resolve_camera_model", "to_photons"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +34,10 @@ _MIN_FRAMES = 10
 _N_BINS = 24
 _CLIP_SIGMA = 4.0
 _MIN_PIXELS = 200
+
+
+class CameraEstimateError(ValueError):
+    """The frames cannot give the camera's offset and gain (too few, or the illumination is too flat)."""
 
 
 @dataclass(frozen=True)
@@ -161,7 +165,9 @@ def _weighted_line(x: np.ndarray, y: np.ndarray, n: np.ndarray, n_frames: int) -
     return slope, float(ym - slope * xm), math.sqrt(1.0 / sxx)
 
 
-def estimate_camera_model(frames: np.ndarray, *, assumed_read_noise_e: float = 1.5) -> CameraModel:
+def estimate_camera_model(
+    frames: np.ndarray, *, assumed_read_noise_e: float = 1.5, fallback: bool = True
+) -> CameraModel:
     """Estimate offset and gain from the photon-transfer curve of a raw frame stack.
 
     Per pixel, the temporal mean and variance are computed. Pixels are binned
@@ -189,6 +195,10 @@ def estimate_camera_model(frames: np.ndarray, *, assumed_read_noise_e: float = 1
         Raw frames in ADU, K >= 10 (20-100 typical).
     assumed_read_noise_e : float
         Read noise (electrons rms) used for the intercept; returned as is.
+    fallback : bool
+        False: raise :class:`CameraEstimateError` instead of falling back to
+        gain 1 when there is no photon-transfer slope (the caller then works
+        in ADU with a measured noise model, :mod:`plstream.analysis.signal`).
 
     Returns
     -------
@@ -198,14 +208,16 @@ def estimate_camera_model(frames: np.ndarray, *, assumed_read_noise_e: float = 1
     Raises
     ------
     ValueError
-        If ``frames`` is not 3-D or has fewer than 10 frames.
+        If ``frames`` is not 3-D.
+    CameraEstimateError
+        If it has fewer than 10 frames (or, with ``fallback=False``, no slope).
     """
     frames = np.asarray(frames)
     if frames.ndim != 3:
         raise ValueError(f"frames must be a (K, H, W) stack of raw frames, got shape {frames.shape}")
     k = frames.shape[0]
     if k < _MIN_FRAMES:
-        raise ValueError(
+        raise CameraEstimateError(
             f"need at least {_MIN_FRAMES} frames to estimate the camera gain, got {k}; "
             "buffer more frames (camera.estimate_frames) or set camera.offset_adu and camera.gain_adu_per_e"
         )
@@ -245,6 +257,11 @@ def estimate_camera_model(frames: np.ndarray, *, assumed_read_noise_e: float = 1
 
     origin: dict[str, Origin] = dict.fromkeys(FIELDS, "estimated")
     if flat or not (math.isfinite(slope) and slope > 0) or slope_se > 0.1 * slope:
+        if not fallback:
+            raise CameraEstimateError(
+                f"no photon-transfer slope in these {k} frames (the illumination is too flat); "
+                "set camera.offset_adu and camera.gain_adu_per_e to work in photons"
+            )
         m0 = float(np.median(mean[ok])) if ok.any() else float(np.nanmedian(mean))
         v0 = float(np.median(var[ok])) / _median_bias(k) if ok.any() else 0.0
         offset = m0 - max(v0 - r2, 0.0)

@@ -2,7 +2,7 @@
 
 Steps (all images in photons/px/frame, x = column, y = row):
 
-1. **Background map.** The image is cut into ~16 x 16 px tiles. A rough map
+1. **Background map.** The image is cut into ~16 x 16 px tiles (6 sigma for spots wider than 2.7 px). A rough map
    interpolates the tile medians (of every third row and column); then each
    tile's residual from it is a sigma-clipped mean (pixels more than 3 noise
    SDs from the centre dropped, twice), so spots do not raise it, gradients
@@ -28,7 +28,20 @@ Steps (all images in photons/px/frame, x = column, y = row):
    ``threshold + gamma/6 (threshold^2 - 1)``, where gamma is the Poisson
    skewness of F (Cornish-Fisher): the false-alarm rate is then that of a
    Gaussian ``threshold_sigma`` tail even at low counts.
-4. **Refinement.** Sub-pixel position by an iterated Gaussian-weighted
+4. **Shape and clutter.** A spot is a blob: at a candidate both principal
+   curvatures of z (smoothed once more at the PSF width, so that a beaded
+   scratch is a line) must be negative and the smaller at least a fifth of
+   the larger (scratches, edges and lines curve in one direction only). And it
+   must stand out from its neighbourhood, not only from the noise model:
+   where the robust spread of z around a candidate exceeds 1.2 (texture, a
+   noise model that is too optimistic), z is divided by it before the
+   threshold. The spread is that of the Gaussian-filtered ``mean - bg``
+   around the candidate (window ``2 * _CLUTTER_HALF_PX + 1`` px) over the
+   noise model's: the median absolute deviation of its lower half (pixels
+   below the median) about its own median, scaled to 1 for Gaussian noise.
+   Spots only raise the filtered image, so however crowded they are that
+   half holds noise and texture alone.
+5. **Refinement.** Sub-pixel position by an iterated Gaussian-weighted
    centroid of ``mean - bg`` (unbiased for a Gaussian spot; ~0.045 px rms per axis
    at 2000 photons), photons by a least-squares fit of PSF amplitude plus a
    local constant at that position (immune to background-map errors).
@@ -42,6 +55,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 from scipy.spatial import cKDTree
 from scipy.special import erf
 
@@ -59,6 +73,10 @@ _EDGE_FIT_TILES = 3
 _CLIP_ROUNDS = 1  # the rough map is close: one round of clipping suffices
 _UNSEEN_WEIGHT = 1e6  # 1/n for pixels no frame covered: their noise swamps any spot
 _REFINE_ITERATIONS = 10
+_BLOB_RATIO = 0.2  # smaller / larger principal curvature of z at a spot
+_CLUTTER_HALF_PX = 24  # half-width of the window whose spread of z is the local clutter (at least 6 sigma)
+_CLUTTER_MIN = 1.2  # a spread of z below this is the noise model's own: no correction
+_LOWER_HALF_MAD = 0.39879  # the MAD of the lower half of Gaussian noise about its own median
 
 
 @dataclass(frozen=True)
@@ -114,10 +132,13 @@ def _kernel(name: str, parallel: bool):
     return getattr(_k, name) if hasattr(_k, name) else getattr(_bk, name)
 
 
-def _background_map(image: np.ndarray, n_map: np.ndarray, read_variance: float, parallel: bool = False) -> np.ndarray:
-    """Smooth background, photons/px/frame (module notes, step 1)."""
+def _background_map(
+    image: np.ndarray, n_map: np.ndarray, read_variance: float, parallel: bool = False, sigma: float = 0.0
+) -> np.ndarray:
+    """Smooth background, photons/px/frame (module notes, step 1); tiles of 16 px, or 6 sigma for wide spots."""
     height, width = image.shape
-    ny, nx = max(1, round(height / _TILE_PX)), max(1, round(width / _TILE_PX))
+    tile = max(_TILE_PX, round(6.0 * sigma))
+    ny, nx = max(1, round(height / tile)), max(1, round(width / tile))
     row_edges = (np.arange(ny + 1) * height) // ny
     col_edges = (np.arange(nx + 1) * width) // nx
     tiles = np.empty((ny, nx))
@@ -277,8 +298,8 @@ def _significance(
     threshold: float,
     parallel: bool = False,
     n_max: float | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """z map of background-subtracted ``data`` and its skewness-corrected twin (module notes).
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """z map of background-subtracted ``data``, its skewness-corrected twin, and ``data`` ⋆ Gaussian (module notes).
 
     ``n_max``: the largest entry of ``n_map`` when the caller knows it.
     """
@@ -309,7 +330,7 @@ def _significance(
         z,
         z_test,
     )
-    return z, z_test
+    return z, z_test, f_gauss
 
 
 _N_MAP_TYPES = (np.float32, np.float64, np.int32, np.int64)
@@ -347,6 +368,71 @@ def _check_inputs(
         n_map = np.where(finite, n_map, 0.0).astype(np.float32)
         uniform_n = None
     return image, n_map, uniform_n, int(positive), float(n_max)
+
+
+def _blob_like(z: np.ndarray, rows: np.ndarray, cols: np.ndarray, sigma: float) -> np.ndarray:
+    """Candidates where z curves down in every direction, not along a line (module notes, step 4).
+
+    The curvatures are those of z smoothed once more at the PSF width (a
+    beaded scratch is a line at that scale; a particle is still round).
+    """
+    height, width = z.shape
+    keep = np.ones(rows.size, dtype=np.bool_)
+    half = max(2, math.ceil(3.0 * sigma))
+    for k in range(rows.size):
+        r, c = int(rows[k]), int(cols[k])
+        if r < 1 or c < 1 or r >= height - 1 or c >= width - 1:
+            continue  # on the image border: no curvature test
+        r0, r1 = max(0, r - half - 1), min(height, r + half + 2)
+        c0, c1 = max(0, c - half - 1), min(width, c + half + 2)
+        crop = ndimage.gaussian_filter(np.asarray(z[r0:r1, c0:c1], dtype=np.float64), sigma, mode="nearest")
+        i, j = r - r0, c - c0
+        centre = crop[i, j]
+        dxx = crop[i, j + 1] + crop[i, j - 1] - 2.0 * centre
+        dyy = crop[i + 1, j] + crop[i - 1, j] - 2.0 * centre
+        dxy = 0.25 * (crop[i + 1, j + 1] + crop[i - 1, j - 1] - crop[i + 1, j - 1] - crop[i - 1, j + 1])
+        root = math.sqrt((dxx - dyy) ** 2 + 4.0 * dxy * dxy)
+        high = 0.5 * (dxx + dyy + root)  # the curvature closer to 0 (both negative on a blob)
+        low = 0.5 * (dxx + dyy - root)
+        keep[k] = high < 0.0 and high <= _BLOB_RATIO * low
+    return keep
+
+
+def _stands_out(
+    smooth: np.ndarray,
+    noise: tuple[np.ndarray, np.ndarray, float],
+    z_test: np.ndarray,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    threshold: float,
+    sigma: float,
+) -> np.ndarray:
+    """Candidates still significant after z is scaled by the local clutter (module notes, step 4)."""
+    keep = np.ones(rows.size, dtype=np.bool_)
+    if rows.size == 0:
+        return keep
+    background, n_map, read_variance = noise
+    taps = _filter_geometry(sigma)[0]
+    energy = float(np.sum(taps**2)) ** 2  # sum of the squared 2-D Gaussian weights
+    height, width = smooth.shape
+    half = max(_CLUTTER_HALF_PX, math.ceil(6.0 * sigma))
+    stride = 3  # every third row and column: a ninth of the pixels give the same spread
+    for k in range(rows.size):
+        r0, r1 = max(0, rows[k] - half), min(height, rows[k] + half + 1)
+        c0, c1 = max(0, cols[k] - half), min(width, cols[k] + half + 1)
+        window = smooth[r0:r1:stride, c0:c1:stride].ravel()
+        low = window[window < np.median(window)]  # spots only raise it: its lower half is noise and texture
+        if low.size < 16:
+            continue
+        n = float(np.median(n_map[r0:r1:stride, c0:c1:stride]))
+        if not n > 0:
+            continue
+        level = float(np.median(background[r0:r1:stride, c0:c1:stride])) + read_variance
+        expected = math.sqrt(max(level, 1.0 / n) * energy / n)
+        spread = float(np.median(np.abs(low - np.median(low)))) / _LOWER_HALF_MAD / expected
+        if spread > _CLUTTER_MIN:
+            keep[k] = z_test[rows[k], cols[k]] / spread >= threshold
+    return keep
 
 
 def detect_spots(
@@ -406,9 +492,9 @@ def detect_spots(
         raise ValueError(f"min_separation_px must be >= 1, got {min_separation_px}")
     if image.size == 0 or n_positive == 0:
         return Detections.empty()
-    background = _background_map(image, n_map, read_variance, parallel)
+    background = _background_map(image, n_map, read_variance, parallel, sigma)
     data = image - background
-    z, z_test = _significance(
+    z, z_test, smooth = _significance(
         data, background, n_map, uniform_n, sigma, read_variance, threshold_sigma, parallel, n_max
     )
     capacity = -(-height // (sep + 1)) * -(-width // (sep + 1))
@@ -420,7 +506,7 @@ def detect_spots(
     half = max(1, math.ceil(3.0 * sigma))
     xy = np.empty((count, 2))
     _k.refine_centroids(data, rows, cols, sigma, half, _REFINE_ITERATIONS, xy)
-    significance = z[rows, cols].astype(np.float64)
+    keep = np.ones(count, dtype=np.bool_)
     if exclude_xy is not None and count:
         known = np.asarray(exclude_xy, dtype=np.float64).reshape(-1, 2)
         known = known[np.isfinite(known).all(axis=1)]
@@ -428,7 +514,12 @@ def detect_spots(
             radius = 2.0 * sigma if exclude_radius_px is None else float(exclude_radius_px)
             distance, _ = cKDTree(known).query(xy, k=1)
             keep = distance > radius
-            xy, significance = xy[keep], significance[keep]
+    # shape and clutter (step 4) only for the candidates that are not known spots already
+    keep[keep] = _blob_like(z, rows[keep], cols[keep], sigma)
+    noise = (background, n_map, float(read_variance))
+    keep[keep] = _stands_out(smooth, noise, z_test, rows[keep], cols[keep], float(threshold_sigma), sigma)
+    xy = xy[keep]
+    significance = z[rows[keep], cols[keep]].astype(np.float64)
     photons = np.empty(xy.shape[0])
     _k.psf_photons(data, xy, sigma, half + 1, np.empty(2 * half + 3), photons)
     order = np.argsort(-significance, kind="stable")

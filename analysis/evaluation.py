@@ -69,6 +69,11 @@ class Evaluation:
     localization_rmse_over_crlb: float
     trace_correlation_median: float
     onoff_accuracy: float
+    rotation_rmse_deg: float = float("nan")
+    rotation_max_error_deg: float = float("nan")
+    model_position_rmse_px: float = float("nan")
+    model_position_worst_emitter_px: float = float("nan")
+    model_position_worst_frame_px: float = float("nan")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -99,6 +104,11 @@ class Evaluation:
             ("localizations scored", f"{self.n_localizations}", ""),
             ("trace correlation, median", f"{self.trace_correlation_median:.4f}", ">= 0.98"),
             ("on/off accuracy", f"{self.onoff_accuracy:.4f}", ">= 0.95"),
+            ("rotation RMSE (deg)", f"{self.rotation_rmse_deg:.5f}", ""),
+            ("rotation max error (deg)", f"{self.rotation_max_error_deg:.5f}", ""),
+            ("drift model: position RMSE (px)", f"{self.model_position_rmse_px:.4f}", ""),
+            ("  worst emitter, RMS over frames (px)", f"{self.model_position_worst_emitter_px:.4f}", ""),
+            ("  worst frame, RMS over emitters (px)", f"{self.model_position_worst_frame_px:.4f}", ""),
         ]
         width = max(len(r[0]) for r in rows)
         return "\n".join(f"  {name:<{width}}  {value:>14}  {bar}".rstrip() for name, value, bar in rows)
@@ -186,6 +196,15 @@ def evaluate(results: Any, truth: _Truth, *, match_radius_px: float = 1.0) -> Ev
     else:
         accuracy = float("nan")
 
+    rotation = getattr(results, "drift_rotation", None)
+    if rotation is not None and len(frames):
+        rotation_error = np.degrees(np.asarray(rotation, dtype=np.float64)) - truth.rotation_deg[frames]
+        rotation_rmse = float(np.sqrt(np.mean(rotation_error**2)))
+        rotation_max = float(np.abs(rotation_error).max())
+    else:
+        rotation_rmse = rotation_max = float("nan")
+    model = _model_position_errors(results, truth, frames, rows, cols)
+
     n_movie = int(truth.drift_xy.shape[0])
     n_analyzed = int(np.unique(frames).size)
     return Evaluation(
@@ -206,4 +225,47 @@ def evaluate(results: Any, truth: _Truth, *, match_radius_px: float = 1.0) -> Ev
         localization_rmse_over_crlb=ratio,
         trace_correlation_median=corr_median,
         onoff_accuracy=accuracy,
+        rotation_rmse_deg=rotation_rmse,
+        rotation_max_error_deg=rotation_max,
+        model_position_rmse_px=model[0],
+        model_position_worst_emitter_px=model[1],
+        model_position_worst_frame_px=model[2],
+    )
+
+
+def _model_position_errors(
+    results: Any, truth: _Truth, frames: np.ndarray, rows: np.ndarray, cols: np.ndarray
+) -> tuple[float, float, float]:
+    """How well the drift model places the emitters, model-free.
+
+    Each matched spot's reference position (``/spots``) is carried into every
+    frame by the result's rigid transform (``/drift/xy``, ``/drift/rotation``
+    about its centre) and compared with the emitter's true position there;
+    the mean error over all frames and emitters (a constant offset of the
+    whole reference, which no measurement can see) is removed. Returns the
+    RMS over everything, the worst emitter's RMS over frames and the worst
+    frame's RMS over emitters (px).
+    """
+    if len(rows) == 0 or len(frames) == 0:
+        return float("nan"), float("nan"), float("nan")
+    ref = np.column_stack([results.spots_x, results.spots_y])[rows]
+    height, width = np.asarray(getattr(truth, "background_map", np.zeros((0, 0)))).shape or (0, 0)
+    centre = getattr(results, "rotation_center_xy", None)
+    if centre is None:
+        centre = ((width - 1) / 2.0, (height - 1) / 2.0)
+    theta = np.asarray(getattr(results, "drift_rotation", np.zeros(len(frames))), dtype=np.float64)
+    drift = np.asarray(results.drift_xy, dtype=np.float64)
+    c, s = np.cos(theta)[:, None], np.sin(theta)[:, None]
+    u, v = ref[None, :, 0] - centre[0], ref[None, :, 1] - centre[1]
+    predicted = np.stack([c * u - s * v + centre[0], s * u + c * v + centre[1]], axis=-1) + drift[:, None, :]
+    error = predicted - _true_positions(truth, frames)[:, cols, :]
+    good = np.isfinite(error).all(axis=-1)
+    if not good.any():
+        return float("nan"), float("nan"), float("nan")
+    error = error - error[good].mean(axis=0)
+    squared = np.where(good, (error**2).sum(axis=-1), np.nan)
+    return (
+        float(np.sqrt(np.nanmean(squared))),
+        float(np.sqrt(np.nanmax(np.nanmean(squared, axis=0)))),
+        float(np.sqrt(np.nanmax(np.nanmean(squared, axis=1)))),
     )

@@ -59,7 +59,7 @@ ParamsArray = NDArray[np.float64]  # (S, 5): x px, y px, N photons, sigma px, b 
 #: Column order of every (S, 5) parameter or CRLB array.
 PARAMETER_NAMES = ("x", "y", "photons", "sigma", "background")
 ROI_SIZE_MIN = 5
-ROI_SIZE_MAX = 15
+ROI_SIZE_MAX = 63  # 2 ceil(3 sigma) + 1 for particles up to 10 px wide
 
 _NO_INITIAL = np.empty((0, _k.N_PARAMS))  # no warm start (empty, so never written)
 
@@ -146,7 +146,7 @@ class SpotFits:
 
 
 def default_roi_size(sigma_px: float) -> int:
-    """Fitting ROI for a PSF width: ``2 * ceil(3 sigma) + 1`` px, clipped to 5..15."""
+    """Fitting ROI for a PSF width: ``2 * ceil(3 sigma) + 1`` px, clipped to 5..63."""
     return min(max(2 * math.ceil(3.0 * sigma_px) + 1, ROI_SIZE_MIN), ROI_SIZE_MAX)
 
 
@@ -176,7 +176,7 @@ def fit_spots(
     sigma_init : float
         Starting PSF width, px.
     roi_size : int, optional
-        Odd ROI side, 5..15 px; default ``default_roi_size(sigma_init)``.
+        Odd ROI side, 5..63 px; default ``default_roi_size(sigma_init)``.
     read_variance : float
         sCMOS read-noise variance, photons^2 (0: pure Poisson).
     max_iterations : int
@@ -314,7 +314,7 @@ def crlb_for(params: np.ndarray, roi_size: int, read_variance: float = 0.0) -> F
     params : (S, 5) array
         True ``(x, y, N, sigma, b)`` (px, px, photons, px, photons/px).
     roi_size : int
-        Odd ROI side, 5..15 px.
+        Odd ROI side, 5..63 px.
     read_variance : float
         sCMOS read-noise variance, photons^2.
 
@@ -365,11 +365,11 @@ def _positive_finite(name: str, value: float) -> float:
 
 def _check_roi(roi_size: int) -> int:
     if isinstance(roi_size, bool) or not isinstance(roi_size, (int, np.integer)):
-        raise ValueError(f"roi_size must be an odd integer from 5 to 15 px; got {roi_size!r}")
+        raise ValueError(f"roi_size must be an odd integer from {ROI_SIZE_MIN} to {ROI_SIZE_MAX} px; got {roi_size!r}")
     roi = int(roi_size)
     if roi % 2 == 0 or not ROI_SIZE_MIN <= roi <= ROI_SIZE_MAX:
         hint = f" Round up to {roi + 1}." if roi % 2 == 0 and roi < ROI_SIZE_MAX else ""
-        raise ValueError(f"roi_size must be an odd integer from 5 to 15 px; got {roi}.{hint}")
+        raise ValueError(f"roi_size must be an odd integer from {ROI_SIZE_MIN} to {ROI_SIZE_MAX} px; got {roi}.{hint}")
     return roi
 
 

@@ -33,11 +33,15 @@ import numpy as np
 
 from plstream import __version__
 from plstream.analysis.analyzer import StreamingAnalyzer
-from plstream.analysis.camera import CameraModel, estimate_camera_model, resolve_camera_model
+from plstream.analysis.camera import CameraEstimateError, CameraModel, estimate_camera_model, resolve_camera_model
+from plstream.analysis.drift_references import DriftReferences, parse_drift_references
 from plstream.analysis.intermittency.segmenter import Segmenter, params_from_settings, signal_of
 from plstream.analysis.intermittency.summary import summarize
+from plstream.analysis.polarity import PolarityDecision, decide_polarity
 from plstream.analysis.result_file import FrameRecord, ResultWriteError, ResultWriter
 from plstream.analysis.result_file.writer import check_destination
+from plstream.analysis.sanity import result_warnings
+from plstream.analysis.signal import SignalModel, signal_model
 from plstream.analysis.warmup import warm_up
 from plstream.config import Settings
 from plstream.stream.live.feed import LiveFeed
@@ -153,6 +157,10 @@ class AnalysisSession:
         self._analyzer: StreamingAnalyzer | None = None
         self._writer: ResultWriter | None = None
         self._camera: CameraModel | None = None
+        self._signal: SignalModel | None = None
+        self._polarity: PolarityDecision | None = None
+        self._camera_note = ""  # why the camera model is unknown (the run then works in ADU)
+        self._references: DriftReferences | None = None
         self._pending: list[FrameMessage] = []
         self._source_counters: dict[str, Any] = {}
         self._extra_summary: dict[str, Any] = {}
@@ -186,7 +194,13 @@ class AnalysisSession:
 
     @property
     def camera(self) -> CameraModel | None:
+        """The camera model (offset, gain, read noise); None when it could not be known (results in ADU)."""
         return self._camera
+
+    @property
+    def signal(self) -> SignalModel | None:
+        """How raw frames are turned into the analysis's units (polarity, noise model, output units)."""
+        return self._signal
 
     @property
     def analyzer(self) -> StreamingAnalyzer | None:
@@ -317,36 +331,42 @@ class AnalysisSession:
     def _start_analysis(self) -> None:
         frames = self._pending
         shape = tuple(frames[0].data.shape)
-
-        def estimate() -> CameraModel:
-            if len(frames) < _MIN_FRAMES_FOR_ESTIMATE:
-                raise ValueError(
-                    f"only {len(frames)} frames arrived, too few to estimate the camera offset and gain; "
-                    "set camera.offset_adu and camera.gain_adu_per_e"
-                )
-            logger.info("estimating camera offset and gain from the first %d frames", len(frames))
-            stack = np.stack([f.data for f in frames])
-            return estimate_camera_model(stack, assumed_read_noise_e=self._settings.camera.assumed_read_noise_e)
-
-        self._camera = resolve_camera_model(self._source.get("camera"), self._camera_config(), estimate)
-        logger.info(
-            "camera: offset %.2f ADU, gain %.4f ADU/e-, read noise %.2f e- (%s)",
-            self._camera.offset_adu,
-            self._camera.gain_adu_per_e,
-            self._camera.read_noise_e,
-            ", ".join(f"{k}: {v}" for k, v in self._camera.origin.items()),
-        )
-        self._analyzer = StreamingAnalyzer(self._settings, shape, self._camera)
+        first = [f.data for f in frames]
+        self._camera = self._resolve_camera(first)
+        self._polarity = decide_polarity(self._settings.detection.polarity, first[:3])
+        self._signal = signal_model(self._camera, self._polarity.polarity, first)
+        if self._polarity.polarity == "dark" or self._signal.units != "photons":
+            self._tell(
+                f"particles {self._polarity.polarity} ({self._polarity.reason}); results in {self._signal.units}"
+            )
+        if self._camera is not None:
+            logger.info(
+                "camera: offset %.2f ADU, gain %.4f ADU/e-, read noise %.2f e- (%s)",
+                self._camera.offset_adu,
+                self._camera.gain_adu_per_e,
+                self._camera.read_noise_e,
+                ", ".join(f"{k}: {v}" for k, v in self._camera.origin.items()),
+            )
+        self._analyzer = StreamingAnalyzer(self._settings, shape, self._camera, signal=self._signal)
+        self._references = parse_drift_references(self._settings.drift.reference_spots)
+        if self._references is not None:
+            if self._references.ids:
+                self._analyzer.set_drift_spots(np.asarray(self._references.ids))
+            else:
+                self._analyzer.set_reference_boxes(self._references.boxes)
+            logger.info("the drift is measured by the particles of %s", self._references.source)
         self._segmenter = Segmenter(params_from_settings(self._settings.blinking))
         self._writer = ResultWriter(
             self._output_path,
             run_info={
                 "settings_json": self._settings.to_json(),
                 "source_json": json.dumps(self._source, default=str),
-                "camera_json": json.dumps(self._camera.to_dict()),
+                "camera_json": json.dumps(self._camera_description()),
                 "units_json": json.dumps(self.units()),
+                "analysis_json": json.dumps(self.analysis_description()),
                 "run_uid": self._sequence.run_uid or "",
             },
+            signal_units=self._signal.units,
             flush_interval_s=self._settings.output.flush_interval_s,
             overwrite=self._settings.output.overwrite,
             frame_shape=shape,
@@ -356,6 +376,61 @@ class AnalysisSession:
         self._pending = []
         for message in frames:
             self._analyze(message)
+
+    def _resolve_camera(self, frames: list[np.ndarray]) -> CameraModel | None:
+        """Settings > stream metadata > photon-transfer estimate; None when none of them can say (work in ADU)."""
+
+        def estimate() -> CameraModel:
+            if len(frames) < _MIN_FRAMES_FOR_ESTIMATE:
+                raise CameraEstimateError(
+                    f"only {len(frames)} frames arrived, too few to estimate the camera offset and gain "
+                    f"({_MIN_FRAMES_FOR_ESTIMATE} needed)"
+                )
+            logger.info("estimating camera offset and gain from the first %d frames", len(frames))
+            return estimate_camera_model(
+                np.stack(frames), assumed_read_noise_e=self._settings.camera.assumed_read_noise_e, fallback=False
+            )
+
+        try:
+            return resolve_camera_model(self._source.get("camera"), self._camera_config(), estimate)
+        except CameraEstimateError as exc:
+            self._camera_note = str(exc)
+            logger.warning(
+                "%s; working in ADU with the pixel noise measured from the frames (intensities are in ADU, not "
+                "photons). Set camera.offset_adu and camera.gain_adu_per_e to work in photons.",
+                exc,
+            )
+            return None
+
+    def _camera_description(self) -> dict[str, Any]:
+        """``camera_json``: the camera model, or why there is none and the noise model used instead."""
+        assert self._signal is not None
+        if self._camera is not None:
+            return {**self._camera.to_dict(), "units": self._signal.units}
+        return {
+            "offset_adu": None,
+            "gain_adu_per_e": None,
+            "read_noise_e": None,
+            "origin": "unknown: " + self._camera_note,
+            "units": self._signal.units,
+            "noise_model": self._signal.noise,
+            "noise_adu": self._signal.noise_adu,
+            "noise_origin": "measured from the frames (robust spatial estimate)",
+        }
+
+    def analysis_description(self) -> dict[str, Any]:
+        """``analysis_json``: what the analysis decided about the data (polarity, signal and noise model)."""
+        out: dict[str, Any] = {}
+        if self._polarity is not None:
+            out.update(self._polarity.to_dict())
+        if self._signal is not None:
+            out["signal"] = self._signal.to_dict()
+            out["units"] = self._signal.units
+        if self._analyzer is not None:
+            out["rotation_center_xy"] = list(self._analyzer.rotation_center)
+        if self._references is not None:
+            out["drift_references"] = self._references.to_dict()
+        return out
 
     def _analyze(self, message: FrameMessage) -> None:
         assert self._analyzer is not None and self._writer is not None
@@ -507,13 +582,14 @@ class AnalysisSession:
         """
         camera = self._settings.camera
         source = self._source
-        rate = source.get("frame_rate_hz")
+        rate: Any = source.get("frame_rate_hz")
         from_rate = 1.0 / float(rate) if _positive(rate) else None
         out: dict[str, Any] = {"origin": {}}
-        for key, configured, described in (
+        candidates: tuple[tuple[str, float | None, Any], ...] = (
             ("pixel_size_um", camera.pixel_size_um, source.get("pixel_size_um")),
             ("frame_interval_s", camera.frame_interval_s, source.get("frame_interval_s") or from_rate),
-        ):
+        )
+        for key, configured, described in candidates:
             if configured is not None:
                 out[key], out["origin"][key] = float(configured), "settings"
             elif _positive(described):
@@ -535,8 +611,25 @@ class AnalysisSession:
         out["gap_ranges"] = [list(g) for g in self._sequence.gaps[:_GAPS_IN_SUMMARY]]  # all of them: /stream/gaps
         out["sequence_counters"] = dict(self._sequence.counters)
         if self._analyzer is not None:
-            out["psf_sigma_px"] = self._analyzer.geometry.psf_sigma_px
-            out["drift_methods"] = dict(self._analyzer.method_counts)
+            analyzer = self._analyzer
+            out["psf_sigma_px"] = analyzer.geometry.psf_sigma_px
+            out["drift_methods"] = dict(analyzer.method_counts)
+            out["fits_made"] = analyzer.fits_made
+            out["fits_succeeded"] = analyzer.fits_succeeded
+            out["warnings"] = result_warnings(
+                n_spots=len(analyzer.spots),
+                frames=analyzer.frames_analyzed,
+                shape=analyzer.shape,
+                fits_made=analyzer.fits_made,
+                fits_succeeded=analyzer.fits_succeeded,
+                method_counts=analyzer.method_counts,
+                analyzer_warnings=analyzer.warnings,
+            )
+        if self._signal is not None:
+            out["units"] = self._signal.units
+            out["polarity"] = self._signal.polarity
+            if self._polarity is not None:
+                out["polarity_origin"] = self._polarity.origin
         return out
 
 

@@ -65,6 +65,17 @@ class SpotCatalog:
         """Move every reference position by ``delta_xy`` (a change of the reference offset)."""
         self._xy[: self.count] += np.asarray(delta_xy, dtype=np.float64)
 
+    def transform(self, theta: float, center_xy: tuple[float, float], delta_xy: np.ndarray) -> None:
+        """Move every reference position p to ``R(theta) (p - c) + c + delta_xy`` (a change of the reference gauge)."""
+        if theta == 0.0:
+            self.shift(delta_xy)
+            return
+        xy = self._xy[: self.count]
+        c, s = np.cos(theta), np.sin(theta)
+        u, v = xy[:, 0] - center_xy[0], xy[:, 1] - center_xy[1]
+        delta = np.asarray(delta_xy, dtype=np.float64)
+        xy[:, 0], xy[:, 1] = c * u - s * v + center_xy[0] + delta[0], s * u + c * v + center_xy[1] + delta[1]
+
     def refine(self, measured_xy: np.ndarray, variance: np.ndarray, use: np.ndarray) -> None:
         """Fold drift-corrected positions into the reference positions.
 

@@ -22,6 +22,8 @@ from scipy.special import erf
 
 from plstream.analysis.analyzer import StreamingAnalyzer
 from plstream.analysis.camera import CameraModel
+from plstream.analysis.mean_image import RunningMean
+from plstream.analysis.result_file.layout import rotation_center_xy
 from plstream.config import Settings
 
 __all__ = ["compile_kernels", "warm_up"]
@@ -95,9 +97,22 @@ def warm_up(settings: Settings, shape: tuple[int, int], dtype: str | np.dtype) -
         analyzer.process(t, float(t), frame)
     analyzer.finish()
     analyzer.running_mean()
+    _warm_up_moves(settings, shape, with_spots)
     elapsed = time.monotonic() - started
     logger.debug("analysis warmed up for %s %s frames in %.1f s", "x".join(map(str, shape)), pixel_type, elapsed)
     return elapsed
+
+
+def _warm_up_moves(settings: Settings, shape: tuple[int, int], frame: np.ndarray) -> None:
+    """The running mean's kernels for frames that rotate or move after they were added (a drifting stage)."""
+    mean = RunningMean(shape)
+    photons = np.empty(shape, dtype=np.float32)
+    centre = rotation_center_xy(shape)
+    parallel = settings.fit.parallel
+    mean.add_raw(frame, 100.0, 1.0, np.zeros(2), photons, parallel=parallel, rotation=0.01, center_xy=centre)
+    mean.move_last(frame, photons, np.array([1.0, 0.0]), rotation=0.0, center_xy=centre)
+    mean.move_last(frame, photons, np.zeros(2), rotation=0.01, center_xy=centre)
+    mean.mean_without_last(photons)
 
 
 def compile_kernels(settings: Settings | None = None) -> None:

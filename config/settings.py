@@ -72,12 +72,15 @@ class Allowed:
     odd: bool = False
     endpoint: bool = False
     empty_ok: bool = False
+    choices: tuple[str, ...] = ()
 
     def describe(self) -> str:
         """The allowed values in words, e.g. ``> 0`` or ``between 0 and 1 (0 < x <= 1)``."""
         if self.endpoint:
             text = "a ZeroMQ endpoint tcp://HOST:PORT or ipc://PATH"
             return text + ' (or "" for none)' if self.empty_ok else text
+        if self.choices:
+            return "one of " + ", ".join(f'"{c}"' for c in self.choices)
         below = "<" if self.low_open else "<="
         above = "<" if self.high_open else "<="
         if self.low is not None and self.high is not None:
@@ -91,6 +94,8 @@ class Allowed:
         return text + " and odd" if self.odd else text
 
     def accepts(self, value: Any) -> bool:
+        if self.choices:
+            return value in self.choices
         if self.endpoint:
             return (self.empty_ok and value == "") or bool(_ENDPOINT.fullmatch(value))
         if isinstance(value, float) and not math.isfinite(value):
@@ -128,7 +133,7 @@ def _check_section(name: str, section: Any) -> None:
         for v in values:
             if isinstance(v, bool) or not isinstance(v, (int, float, str)):
                 continue
-            if isinstance(v, str) and not allowed.endpoint:
+            if isinstance(v, str) and not (allowed.endpoint or allowed.choices):
                 continue
             if not allowed.accepts(v):
                 raise SettingsError(f"{where} = {value!r} is not allowed: it must be {allowed.describe()}")
@@ -182,6 +187,7 @@ class PsfSettings:
 
 @dataclass(frozen=True)
 class DetectionSettings:
+    polarity: str = _setting("auto", choices=("auto", "bright", "dark"))
     threshold_sigma: float = _setting(5.0, low=0, low_open=True)
     late_threshold_sigma: float = _setting(6.0, low=0, low_open=True)
     every_frames: int = _setting(10, low=1)
@@ -201,6 +207,10 @@ class FitSettings:
 
 @dataclass(frozen=True)
 class DriftSettings:
+    method: str = _setting("auto", choices=("auto", "spots", "registration"))
+    rotation: bool = True
+    rotation_smoothing_frames: int = _setting(10, low=1, high=10_000)
+    reference_spots: str = ""
     min_spots: int = _setting(3, low=1)
     correlation_upsample: int = _setting(50, low=1, high=1000)
     refit_jump_px: float = _setting(1.0, low=0, low_open=True)
@@ -292,6 +302,8 @@ class SimulationSettings:
     background_photons: float = _setting(20.0, low=0)
     psf_sigma_px: float = _setting(1.3, low=0.3, high=50)
     drift_max_px: float = _setting(3.0, low=0)
+    rotation_max_deg: float = _setting(0.0, low=0, high=180)
+    contrast: str = _setting("bright", choices=("bright", "dark"))
     frame_rate_hz: float = _setting(100.0, low=0, low_open=True)
     paced: bool = True
     seed: int = _setting(0, low=0)

@@ -41,6 +41,7 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     modules by then), so that start-up stays fast.
     """
     from plstream.acquire_adapters.base import InputError
+    from plstream.analysis.exports._common import ExportError
     from plstream.analysis.result_file import ResultFileError, ResultWriteError
     from plstream.config import SettingsError
     from plstream.stream import ProtocolError, StreamError
@@ -56,6 +57,7 @@ def user_error_types() -> tuple[type[BaseException], ...]:
         LiveProtocolError,
         ResultFileError,
         ResultWriteError,
+        ExportError,
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 
+from plstream.commands.export import EXPORTS
 from plstream.dashboard.arguments import add_arguments as add_dashboard_arguments
 
 __all__ = ["build_parser"]
@@ -101,6 +102,16 @@ def _add_camera(parser: argparse.ArgumentParser) -> None:
     units.add_argument("--frame-interval-s", type=float, metavar="S", help="time between frames, s")
 
 
+def _add_drift(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--drift-spots",
+        metavar="IDS_OR_FILE",
+        help="measure the drift with these particles only: spot IDs (e.g. 0,4,7) or a file of positions "
+        "(the image-alignment pipeline's particle_selections.json, or 'x y' / 'x0 y0 x1 y1' per line, frame-0 px); "
+        "sets drift.reference_spots",
+    )
+
+
 def _add_record(parser: argparse.ArgumentParser) -> None:
     record = parser.add_mutually_exclusive_group()
     record.add_argument(
@@ -117,28 +128,32 @@ def _add_output(parser: argparse.ArgumentParser, required: bool) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing result file")
 
 
-EXPORT_KINDS = ("csv", "traces", "image", "video", "fit", "blinking")
-
-
 def _add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "export",
-        help="export a result (finished or still running) to CSV, PNG figures or an annotated video",
-        description="Export a result file to the files the PL trace extractor's users know: "
-        "csv (one row per spot per frame, its columns plus ours), traces (the same rows as a pickled pandas "
-        "DataFrame), image (the drift-corrected mean with every spot circled and labelled), video (the movie "
-        "annotated, MP4; needs --movie), fit (one spot's Gaussian fit in one frame; needs --movie, --spot, "
-        "--frame), blinking (per-spot blinking figures, a summary CSV and the ensemble figure). Works on a "
-        "result that is still being written (what was committed so far).",
+        help="export a result (finished or still running): CSV, figures, an annotated video, the aligned movie, ...",
+        description="Write files derived from a result file (a result still being written gives what was "
+        "committed so far). csv: one row per spot per frame (the PL trace extractor's columns plus ours); "
+        "traces: the same rows as a pickled pandas DataFrame; image: the drift-corrected mean with every spot "
+        "circled and labelled; video: the movie annotated (MP4; needs --movie); fit: one spot's Gaussian fit in "
+        "one frame (needs --movie, --spot, --frame); blinking: per-spot blinking figures, a summary CSV and the "
+        "ensemble figure; aligned: every frame moved back into frame 0's coordinates by the inverse of its "
+        "drift (translation and rotation), as a multi-page TIFF or a folder of TIFFs, plus an alignment log "
+        "CSV; validation: the particles re-measured on the aligned frames, their motion before and after, the "
+        "drift reduction, a CSV and PNG figures.",
     )
-    p.add_argument("kind", choices=EXPORT_KINDS, help="what to export")
+    p.add_argument("kind", choices=list(EXPORTS), help="what to export")
     p.add_argument("result", metavar="RESULT.h5", help="the result file")
-    p.add_argument("--movie", metavar="MOVIE", help="the movie the result was made from (video, fit)")
+    p.add_argument(
+        "--movie",
+        metavar="MOVIE",
+        help="the analysed movie (video, fit; aligned, validation: default the file or folder the result replayed)",
+    )
     p.add_argument(
         "--out",
         metavar="PATH",
-        help="file (csv, traces, image, video) or folder (fit, blinking) to write; default: next to the result, "
-        "named after it",
+        help="file (csv, traces, image, video, aligned .tif) or folder (fit, blinking, validation, aligned "
+        "folder) to write; default: next to the result, named after it",
     )
     p.add_argument("--spot", type=int, metavar="N", help="fit: the spot ID")
     p.add_argument("--frame", type=int, metavar="M", help="fit: the frame number (the CSV's frame column)")
@@ -147,6 +162,13 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
         metavar="LIST",
         help="blinking: the spots to draw a figure for, e.g. 0,3,7 or 0-9 (default: all; 'none' for none)",
     )
+    p.add_argument(
+        "--particles",
+        metavar="IDS",
+        help="validation: the spot IDs to follow, e.g. 0,4,7 (default: the drift's reference particles, else the "
+        "brightest spots fitted in most frames)",
+    )
+    p.add_argument("--max-particles", type=int, default=12, help="validation: at most this many particles (default 12)")
     p.add_argument("--overwrite", action="store_true", help="replace existing files")
     _add_common(p)
 
@@ -188,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--unpaced", action="store_true", help="stream as fast as possible instead of at the frame rate")
     p.add_argument("--seed", type=int, help="simulation seed (default: simulation.seed)")
+    _add_drift(p)
     _add_live(p, dashboard=True)
     _add_security(p, client=False)
     _add_common(p)
@@ -207,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--truth", metavar="TRUTH.h5", help="ground truth to score against (default: <movie>.truth.h5 if present)"
     )
+    _add_drift(p)
     _add_live(p, dashboard=True)
     _add_security(p, client=False)
     _add_common(p)
@@ -239,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--bind", metavar="ENDPOINT", help="bind here and let the source connect")
     _add_output(p, required=True)
     _add_record(p)
+    _add_drift(p)
     _add_live(p, dashboard=False)
     _add_security(p, client=True)
     _add_common(p)

@@ -94,6 +94,8 @@ def simulation_params(sim: SimulationSettings) -> SimulationParams:
         background_photons=sim.background_photons,
         psf_sigma_px=sim.psf_sigma_px,
         drift_max_px=sim.drift_max_px,
+        rotation_max_deg=sim.rotation_max_deg,
+        contrast=sim.contrast,
         frame_rate_hz=sim.frame_rate_hz,
         on_exponent=sim.on_exponent,
         off_exponent=sim.off_exponent,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import zmq
@@ -32,3 +33,24 @@ def context():
     ctx = zmq.Context()
     yield ctx
     ctx.destroy(linger=0)
+
+
+def _shared_data() -> Path:
+    """``$PLSTREAM_SHARED_DATA``, else ``../shared/data`` next to the repository (where CI keeps it)."""
+    configured = os.environ.get("PLSTREAM_SHARED_DATA")
+    return Path(configured) if configured else Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def bright_field_dir():
+    """Five real 500x500 16-bit bright-field frames (dark particles on a scratched field), or a skip.
+
+    Data: the image-alignment pipeline's example_data1 by Viacheslav Shkirskiy (CC BY 4.0), see its README.
+    """
+    folder = (_shared_data() / "bright-field-particles").resolve()
+    if not (folder / "1.tif").is_file():
+        pytest.skip(
+            f"the real bright-field frames are not at {folder}; set PLSTREAM_SHARED_DATA to the folder holding "
+            "bright-field-particles/ to run this test"
+        )
+    return folder

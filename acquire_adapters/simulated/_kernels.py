@@ -307,11 +307,13 @@ def expose(
        (or by PTRS), plus the spot electrons, then read noise (ziggurat).
        A pixel with 0 spot electrons keeps its pass-1 value, which is
        independent of the spot draw and has exactly the right distribution.
+       A negative signal is light taken away (dark particles on a bright
+       field): such a pixel draws ``Poisson(max(background + signal, 0))``.
 
     Parameters
     ----------
     signal : float64 array (H, W)
-        Expected photons from the spots.
+        Expected photons from the spots (negative: photons absorbed).
     background : float64 array (H, W)
         Expected background photons.
     level : int32 array (H, W)
@@ -344,15 +346,19 @@ def expose(
         for col in range(width):
             lv = level[row, col]
             lam = signal[row, col]
-            if lam <= 0.0 and lv >= 0:
+            if lam == 0.0 and lv >= 0:
                 continue
-            s0, s1, s2, s3, extra = _poisson(lam, s0, s1, s2, s3)
-            if lv >= 0:
-                if extra == 0:  # no spot photon: the pass-1 value already has the right distribution
-                    continue
-                s0, s1, s2, s3, k = _alias_draw(e_prob, e_alias, lv, s0, s1, s2, s3)
+            if lam < 0.0:  # light absorbed: the whole pixel from its reduced mean
+                s0, s1, s2, s3, k = _poisson(max(background[row, col] + lam, 0.0), s0, s1, s2, s3)
+                extra = 0
             else:
-                s0, s1, s2, s3, k = _poisson(background[row, col], s0, s1, s2, s3)
+                s0, s1, s2, s3, extra = _poisson(lam, s0, s1, s2, s3)
+                if lv >= 0:
+                    if extra == 0:  # no spot photon: the pass-1 value already has the right distribution
+                        continue
+                    s0, s1, s2, s3, k = _alias_draw(e_prob, e_alias, lv, s0, s1, s2, s3)
+                else:
+                    s0, s1, s2, s3, k = _poisson(background[row, col], s0, s1, s2, s3)
             s0, s1, s2, s3, z = _normal(s0, s1, s2, s3, zx, zr)
             value = math.floor(offset + gain * (k + extra) + read_noise_adu * z + 0.5)
             if value < 0.0:

@@ -11,9 +11,11 @@ position in frame t (drift and rotation, see
 ``brightness[e] * on_fraction[t, e]`` expected photons spread by a
 pixel-integrated Gaussian PSF, ``photons * dEx * dEy`` with
 ``dE(x) = 1/2 [erf((x - mu + 1/2) / (sqrt(2) sigma)) - erf((x - mu - 1/2) / (sqrt(2) sigma))]``,
-drawn within ``±ceil(5 sigma)`` px of its centre; plus the background map;
-then Poisson shot noise; electrons times gain; plus Normal(0, read noise x
-gain); plus offset; rounded and clipped to the output type.
+drawn within ``±ceil(5 sigma)`` px of its centre; plus the background map
+(with ``contrast="dark"`` the spots take those photons away from the
+background instead: dark particles on a bright field); then Poisson shot
+noise; electrons times gain; plus Normal(0, read noise x gain); plus offset;
+rounded and clipped to the output type.
 
 Model details (the truth records exactly what was simulated):
 
@@ -69,6 +71,7 @@ __all__ = ["SimulatedCamera", "SimulationParams", "write_movie"]
 logger = logging.getLogger(__name__)
 
 _DTYPES = ("uint8", "uint16")
+_CONTRASTS = ("bright", "dark")
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,12 @@ class SimulationParams:
         Largest ``|dx|`` or ``|dy|`` of the smooth drift over the movie, px.
     rotation_max_deg : float
         Largest ``|angle|`` of the smooth rotation about the image centre, degrees (0 = none).
+    contrast : str
+        ``"bright"``: emitters add their photons to the background (PL);
+        ``"dark"``: particles take ``brightness * on_fraction`` photons away
+        from the background (dark particles on a bright field, as in
+        bright-field or reflected-light microscopy; ``background_photons``
+        must then be large).
     on_exponent, off_exponent : float
         Power-law exponents m of the ON and OFF dwell times, ``p(t) ∝ t**-m``.
     min_dwell_frames : float
@@ -128,6 +137,7 @@ class SimulationParams:
     psf_sigma_px: float = 1.3
     drift_max_px: float = 3.0
     rotation_max_deg: float = 0.0
+    contrast: str = "bright"
     on_exponent: float = 1.6
     off_exponent: float = 1.5
     min_dwell_frames: float = 0.5
@@ -204,6 +214,8 @@ class SimulationParams:
         for kind in ("on", "off"):
             if math.isinf(getattr(self, f"{kind}_truncation_frames")) and getattr(self, f"{kind}_exponent") <= 1.0:
                 raise ValueError(f"an untruncated power law needs {kind}_exponent > 1; set {kind}_truncation_frames")
+        if self.contrast not in _CONTRASTS:
+            raise ValueError(f"contrast must be one of {', '.join(_CONTRASTS)}, got {self.contrast!r}")
         if self.dtype not in _DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(_DTYPES)}, got {self.dtype!r}")
 
@@ -332,9 +344,8 @@ class SimulatedCamera:
             raise IndexError(f"frame {t!r} is outside the movie (0..{self._params.n_frames - 1})")
         return int(t)
 
-    def expected_photons(self, t: int) -> np.ndarray:
-        """Noise-free expected photons per pixel of frame ``t`` (background + spots), float64 (H, W)."""
-        t = self._check_frame(t)
+    def _signal(self, t: int) -> np.ndarray:
+        """Expected photons the spots add to frame ``t`` (negative where dark particles absorb), (H, W)."""
         signal = np.zeros(self._params.shape)
         _sim_kernels.render_signal(
             self._truth.positions_in_frame(t),
@@ -343,20 +354,20 @@ class SimulatedCamera:
             self._half,
             signal,
         )
-        return signal + self._background
+        if self._params.contrast == "dark":
+            np.negative(signal, out=signal)
+        return signal
+
+    def expected_photons(self, t: int) -> np.ndarray:
+        """Noise-free expected photons per pixel of frame ``t`` (background + spots), float64 (H, W)."""
+        t = self._check_frame(t)
+        return np.maximum(self._signal(t) + self._background, 0.0)
 
     def render_frame(self, t: int) -> np.ndarray:
         """Frame ``t`` in ADU (the params' dtype, (H, W)); the same array every time it is asked for."""
         t = self._check_frame(t)
         p = self._params
-        signal = np.zeros(p.shape)
-        _sim_kernels.render_signal(
-            self._truth.positions_in_frame(t),
-            self._truth.photons[t].astype(np.float64),
-            p.psf_sigma_px,
-            self._half,
-            signal,
-        )
+        signal = self._signal(t)
         state = np.random.SeedSequence([self._seed, t]).generate_state(4, np.uint64)
         if not state.any():  # xoshiro's one forbidden state; astronomically unlikely
             state[0] = 1

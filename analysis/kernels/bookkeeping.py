@@ -133,14 +133,19 @@ def scatter_fits(
 
 
 @njit(cache=True, nogil=True)
-def refine_references(fit, success, inliers, drift_x, drift_y, match_radius, ref_xy, ref_weight, warm):
+def refine_references(
+    fit, success, inliers, drift_x, drift_y, cos_t, sin_t, cx, cy, match_radius, ref_xy, ref_weight, warm
+):
     """Fold this frame's good fits into the reference positions; keep them as warm starts.
 
-    A spot's drift-corrected fit is used when the fit succeeded and either it
-    was a drift inlier or it is the spot's first fit and lies within
-    ``match_radius`` of the detected position; it enters the inverse-variance
-    weighted mean ``(xy w + m w_new) / (w + w_new)``, ``w_new = 1 / unc^2``.
-    ``warm`` (S, 5) gets each successful fit's parameters, NaN otherwise.
+    A spot's drift-corrected fit ``m = R(-theta) (fit - c - d) + c`` (the
+    frame's rigid transform undone: ``cos_t``, ``sin_t`` of theta, centre
+    ``(cx, cy)``, translation ``(drift_x, drift_y)``) is used when the fit
+    succeeded and either it was a drift inlier or it is the spot's first fit
+    and lies within ``match_radius`` of the detected position; it enters the
+    inverse-variance weighted mean ``(xy w + m w_new) / (w + w_new)``,
+    ``w_new = 1 / unc^2``. ``warm`` (S, 5) gets each successful fit's
+    parameters, NaN otherwise.
     """
     for i in range(ref_xy.shape[0]):
         ok = success[i]
@@ -148,8 +153,10 @@ def refine_references(fit, success, inliers, drift_x, drift_y, match_radius, ref
             warm[i, j] = fit[i, j] if ok else math.nan
         if not ok:
             continue
-        mx = fit[i, FIT_X] - drift_x
-        my = fit[i, FIT_Y] - drift_y
+        u = fit[i, FIT_X] - cx - drift_x
+        v = fit[i, FIT_Y] - cy - drift_y
+        mx = cos_t * u + sin_t * v + cx
+        my = -sin_t * u + cos_t * v + cy
         w_old = ref_weight[i]
         if not inliers[i]:
             if w_old != 0.0 or math.hypot(mx - ref_xy[i, 0], my - ref_xy[i, 1]) > match_radius:

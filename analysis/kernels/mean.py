@@ -1,7 +1,10 @@
 """Numba kernels for the drift-corrected running sum (numpy, numba and math only).
 
-Convention: reference pixel (r, c) shows up at frame pixel (r + shift_y, c + shift_x).
+Convention: reference pixel (r, c) shows up at frame pixel (r + shift_y, c + shift_x)
+(:func:`ingest_rigid`: at the frame pixel nearest to its rigidly transformed position).
 """
+
+import math
 
 import numpy as np
 from numba import njit, prange
@@ -141,3 +144,125 @@ def counts_from_shifts(shifts, frames, height, row_start, counts):
         for c in range(width):
             running += diff[c]
             counts[i, c] = running
+
+
+@njit(cache=True, nogil=True)
+def _convert_rows(raw, offset, gain, photons, start, stop):
+    inverse_gain = 1.0 / gain
+    for rf in range(start, stop):
+        src = raw[rf]
+        dst = photons[rf]
+        for cf in range(raw.shape[1]):
+            dst[cf] = (np.float64(src[cf]) - offset) * inverse_gain
+
+
+@njit(cache=True, nogil=True)
+def _gather_rows(raw, photons, total, sum_photons, cos_t, sin_t, cx, cy, dx, dy, counts, counts2, start, stop):
+    height, width = total.shape
+    for r in range(start, stop):
+        v = r - cy
+        base_x = -sin_t * v + cx + dx
+        base_y = cos_t * v + cy + dy
+        for c in range(width):
+            u = c - cx
+            xf = math.floor(cos_t * u + base_x + 0.5)
+            yf = math.floor(sin_t * u + base_y + 0.5)
+            if xf < 0 or yf < 0 or xf >= width or yf >= height:
+                continue
+            xi = np.int64(xf)
+            yi = np.int64(yf)
+            if sum_photons:
+                total[r, c] += photons[yi, xi]
+            else:
+                total[r, c] += raw[yi, xi]
+            counts[r, c] += 1
+            if counts2.shape[0] == height:
+                counts2[r, c] += 1
+
+
+def ingest_rigid(raw, offset, gain, photons, total, sum_photons, cos_t, sin_t, cx, cy, dx, dy, counts, counts2):
+    """ADU -> photons, and the frame into the reference accumulator through a rigid transform.
+
+    Reference pixel (r, c) is seen at frame position ``R (p - c0) + c0 + d``
+    (p = (c, r), x = column); it takes the frame pixel nearest to that
+    position (no interpolation: each pixel's noise stays its own), when that
+    is inside the frame, and ``counts[r, c]`` (and ``counts2[r, c]`` unless
+    it is 0 x 0) grows by one. ``total`` sums the raw values, or with
+    ``sum_photons`` the photons. Frame rows are converted in blocks of
+    ``_ROWS_PER_BLOCK``, then reference rows are gathered in blocks.
+    """
+    height = raw.shape[0]
+    nb = (height + _ROWS_PER_BLOCK - 1) // _ROWS_PER_BLOCK
+    for block in prange(nb):
+        start = block * _ROWS_PER_BLOCK
+        _convert_rows(raw, offset, gain, photons, start, min(start + _ROWS_PER_BLOCK, height))
+    for block in prange(nb):
+        start = block * _ROWS_PER_BLOCK
+        _gather_rows(
+            raw,
+            photons,
+            total,
+            sum_photons,
+            cos_t,
+            sin_t,
+            cx,
+            cy,
+            dx,
+            dy,
+            counts,
+            counts2,
+            start,
+            min(start + _ROWS_PER_BLOCK, height),
+        )
+
+
+ingest_rigid, ingest_rigid_parallel = serial_and_parallel(ingest_rigid, cache=True, nogil=True)
+
+
+@njit(cache=True, nogil=True)
+def shift_accumulate(total, frame, shift_x, shift_y, sign):
+    """Add (``sign`` 1) or take out (-1) a frame at an integer shift, as :func:`ingest_rows` adds it.
+
+    ``total`` may hold raw integer sums (taking out exactly the values that
+    went in cannot wrap an unsigned sum) or photons.
+    """
+    height, width = total.shape
+    c_lo = max(0, shift_x)
+    c_hi = min(width, width + shift_x)
+    for rf in range(max(0, shift_y), min(height, height + shift_y)):
+        acc = total[rf - shift_y, c_lo - shift_x : c_hi - shift_x]
+        src = frame[rf, c_lo:c_hi]
+        if sign < 0:
+            for c in range(c_hi - c_lo):
+                acc[c] -= src[c]
+        else:
+            for c in range(c_hi - c_lo):
+                acc[c] += src[c]
+
+
+@njit(cache=True, nogil=True)
+def rigid_accumulate(frame, total, sign, cos_t, sin_t, cx, cy, dx, dy, counts, counts2):
+    """Add (``sign`` 1) or take out (-1) a frame through a rigid transform, as :func:`ingest_rigid` adds it.
+
+    ``counts`` (and ``counts2`` unless 0 x 0) change by ``sign`` where a
+    reference pixel took a frame pixel.
+    """
+    height, width = total.shape
+    for r in range(height):
+        v = r - cy
+        base_x = -sin_t * v + cx + dx
+        base_y = cos_t * v + cy + dy
+        for c in range(width):
+            u = c - cx
+            xf = math.floor(cos_t * u + base_x + 0.5)
+            yf = math.floor(sin_t * u + base_y + 0.5)
+            if xf < 0 or yf < 0 or xf >= width or yf >= height:
+                continue
+            value = frame[np.int64(yf), np.int64(xf)]
+            if sign > 0:
+                total[r, c] += value
+            else:
+                total[r, c] -= value
+            counts[r, c] += sign
+            if counts2.shape[0] == height:
+                counts2[r, c] += sign

@@ -32,12 +32,14 @@ from plstream.analysis.result_file.layout import (
     LAYOUT_VERSION,
     MEAN_IMAGE_DATASET,
     RESERVED_ATTRS,
+    ROTATION_PATH,
     RUN_INFO_JSON,
     SPOT_DATASETS,
     TRACE_DATASETS,
     DatasetSpec,
     FloatArray,
     FrameShape,
+    rotation_center_xy,
 )
 
 
@@ -52,12 +54,19 @@ def file_access(**kwargs: Any) -> dict[str, Any]:
 
 
 def create_result_file(
-    path: Path, attrs: dict[str, Any], *, overwrite: bool, frame_shape: FrameShape | None = None
+    path: Path,
+    attrs: dict[str, Any],
+    *,
+    overwrite: bool,
+    frame_shape: FrameShape | None = None,
+    signal_units: str = "photons",
 ) -> h5py.File:
     """Create every group, dataset and attribute, then switch to SWMR mode.
 
     The (H, W) image datasets are created only when ``frame_shape`` is given.
-    Nothing may be created after this returns (SWMR forbids new objects).
+    ``signal_units`` replaces "photons" in the datasets' ``units`` (``"ADU"``
+    for a run whose camera gain is unknown). Nothing may be created after
+    this returns (SWMR forbids new objects).
     """
     f = h5py.File(path, "w" if overwrite else "x", libver="latest", **file_access())
     try:
@@ -68,10 +77,13 @@ def create_result_file(
             d = f.create_dataset(
                 spec.path, shape=shape, maxshape=maxshape, dtype=spec.dtype, chunks=chunks, fillvalue=spec.fill
             )
-            d.attrs["units"] = spec.units
+            d.attrs["units"] = spec.units.replace("photons", signal_units)
             d.attrs["description"] = spec.description
             if spec.columns:
                 d.attrs["columns"] = ",".join(spec.columns)
+            if spec.path == ROTATION_PATH:
+                centre = rotation_center_xy(frame_shape) if frame_shape is not None else (np.nan, np.nan)
+                d.attrs["center_xy"] = np.asarray(centre, dtype=np.float64)
         # The ensemble's dwell-time fits go into this group's attributes when the writer closes.
         f.require_group(ENSEMBLE_GROUP).attrs["description"] = "ensemble dwell-time fits (attributes, written at close)"
         # Written now so its storage is allocated before SWMR (no allocation later).

@@ -14,7 +14,7 @@ column, y = row, pixel centres at integers; frame 0 is the reference frame.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -59,7 +59,7 @@ RESERVED_ATTRS = frozenset(
     }
 )
 #: JSON attributes written at creation; "{}" when the caller gives none.
-RUN_INFO_JSON = ("settings_json", "source_json", "camera_json", "units_json")
+RUN_INFO_JSON = ("settings_json", "source_json", "camera_json", "units_json", "analysis_json")
 FINAL_STATUSES = ("complete", "interrupted", "error")
 
 # Chunk shapes: ~64-128 KiB per (T, S) chunk (256 frames x 64 spots), so a
@@ -261,6 +261,34 @@ DATASETS: tuple[DatasetSpec, ...] = (
         "per spot blinking statistics, one column per name in the columns attribute (written at close)",
         SPOT_STATS_COLUMNS,
     ),
+    # Added in plstream 0.4 (layout 1): rigid drift (translation + rotation)
+    _spec(
+        "/drift/rotation",
+        "<f8",
+        "T",
+        0.0,
+        "rad",
+        "drift_rotation",
+        "rotation theta of frame t about attrs center_xy: a frame-0 point p appears at R(theta)(p - c) + c + /drift/xy",
+    ),
+    _spec(
+        "/drift/uncertainty",
+        "<f4",
+        "T,3",
+        _NAN,
+        "px, px, rad",
+        "drift_uncertainty",
+        "standard errors of dx, dy and the rotation",
+    ),
+    _spec(
+        "/drift/method",
+        "i1",
+        "T",
+        -1,
+        "1",
+        "drift_method",
+        "how the drift was measured: 0 reference frame, 1 spots, 2 image registration, 3 not measured (kept)",
+    ),
 )
 ADDED_DATASETS = frozenset(
     {
@@ -270,6 +298,9 @@ ADDED_DATASETS = frozenset(
         "/blinking/levels",
         "/blinking/final_frames",
         "/blinking/spot_stats",
+        "/drift/rotation",
+        "/drift/uncertainty",
+        "/drift/method",
     }
 )
 """Datasets added under new names after the first files of layout 1 were written: older files lack them."""
@@ -282,6 +313,17 @@ GAP_DATASET = next(s for s in DATASETS if s.axes[0] == "G")
 MEAN_IMAGE_DATASET = next(s for s in DATASETS if s.field == "mean_image")
 #: Datasets every result file has; the images exist only in files whose writer knew the frame shape.
 REQUIRED_DATASETS = tuple(s for s in DATASETS if s.path not in ADDED_DATASETS)
+ROTATION_PATH = "/drift/rotation"
+"""Its attribute ``center_xy`` is the centre c of the rotation, px (x, y)."""
+
+#: /drift/method codes
+DRIFT_METHODS = {"reference": 0, "spots": 1, "registration": 2, "kept": 3}
+
+
+def rotation_center_xy(frame_shape: FrameShape) -> tuple[float, float]:
+    """The centre of the drift's rotation: the image centre ``((W - 1) / 2, (H - 1) / 2)``, px (x, y)."""
+    rows, cols = frame_shape
+    return (cols - 1) / 2.0, (rows - 1) / 2.0
 
 
 @dataclass(frozen=True)
@@ -301,7 +343,8 @@ class FrameRecord:
     timestamp : float
         Source timestamp, s.
     drift_xy : (2,) float
-        [dx, dy], px: where a reference-frame point appears in this frame.
+        [dx, dy], px: where a reference-frame point appears in this frame (about
+        the rotation centre, see ``drift_rotation``).
     intensity, background, weighted : (S_t,) float
         Aperture intensity (photons), local background (photons/px), PSF-weighted intensity (photons).
     fit_x, fit_y : (S_t,) float
@@ -317,6 +360,13 @@ class FrameRecord:
     segmented : (S_t,) int8 or None
         Provisional refined state (1 ON, 0 OFF, 2 GRAY, -1 not measured),
         rewritten later by the final one; None writes -1.
+    drift_rotation : float
+        Rotation theta of the frame about :func:`rotation_center_xy`, rad: a
+        frame-0 point p appears at ``R(theta) (p - c) + c + drift_xy``.
+    drift_uncertainty : (3,) float
+        Standard errors of dx, dy (px) and theta (rad); NaN when unknown.
+    drift_method : int
+        How the drift was measured (:data:`DRIFT_METHODS`; -1 unknown).
     """
 
     index: int
@@ -336,6 +386,9 @@ class FrameRecord:
     state: IntArray
     camera_frame_id: int = -1
     segmented: IntArray | None = None
+    drift_rotation: float = 0.0
+    drift_uncertainty: FloatArray = field(default_factory=lambda: np.full(3, np.nan))
+    drift_method: int = -1
 
     @property
     def n_spots(self) -> int:

@@ -57,8 +57,9 @@ class Results:
         The status in words with what the run lost, e.g. ``"complete, 697
         frames lost in 1 gap (frames 3-699)"`` (the status alone in files
         written before plstream 0.3, or while running).
-    settings, source, camera, summary, units : dict
-        The parsed ``*_json`` attributes ({} when absent). ``units`` holds
+    settings, source, camera, summary, units, analysis : dict
+        The parsed ``*_json`` attributes ({} when absent; ``analysis`` holds
+        the particles' polarity and the signal model, plstream >= 0.4). ``units`` holds
         ``pixel_size_um`` and ``frame_interval_s`` (None when unknown) and
         where each came from (``origin``); see :attr:`pixel_size_um`.
     writer_closed : bool
@@ -96,6 +97,7 @@ class Results:
     camera: dict[str, Any]
     summary: dict[str, Any]
     units: dict[str, Any]
+    analysis: dict[str, Any]
     writer_closed: bool
     opened_swmr: bool
     first_frame: int
@@ -124,6 +126,10 @@ class Results:
     final_frames: IntArray
     spot_stats: FloatArray
     ensemble: dict[str, Any]
+    drift_rotation: FloatArray
+    drift_uncertainty: FloatArray
+    drift_method: IntArray
+    rotation_center_xy: tuple[float, float] | None
 
     @property
     def n_frames(self) -> int:
@@ -140,6 +146,11 @@ class Results:
         """Size of a pixel in the sample plane, µm (None when unknown)."""
         value = self.units.get("pixel_size_um")
         return float(value) if isinstance(value, (int, float)) else None
+
+    @property
+    def signal_units(self) -> str:
+        """What intensities and backgrounds are in: ``"photons"`` or ``"ADU"``."""
+        return str(self.analysis.get("units", "photons"))
 
     @property
     def frame_interval_s(self) -> float | None:
@@ -308,12 +319,15 @@ def _read_fields(
     out["ensemble"] = {k: _attr_value(v) for k, v in group.attrs.items() if k != "description"} if group else {}
     try:
         parsed = {
-            name: _json_attr(attrs, f"{name}_json") for name in ("settings", "source", "camera", "summary", "units")
+            name: _json_attr(attrs, f"{name}_json")
+            for name in ("settings", "source", "camera", "summary", "units", "analysis")
         }
     except ValueError as exc:
         raise ResultFileError(f"{path}: {exc}") from exc
     status = str(attrs.get("status", "running"))
+    centre = f[layout.ROTATION_PATH].attrs.get("center_xy") if layout.ROTATION_PATH in f else None
     return {
+        "rotation_center_xy": None if centre is None else (float(centre[0]), float(centre[1])),
         **out,
         **parsed,
         "attrs": attrs,

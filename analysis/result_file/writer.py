@@ -111,6 +111,9 @@ class ResultWriter:
     frame_shape : (int, int), optional
         (rows, columns) of the source's frames, px. Creates ``/images/mean``
         for :meth:`set_mean_image`; without it the file has no image.
+    signal_units : str
+        The unit of the intensities and backgrounds: ``"photons"`` (a known
+        camera) or ``"ADU"``; written into the datasets' ``units`` attributes.
 
     Raises
     ------
@@ -133,6 +136,7 @@ class ResultWriter:
         max_buffer_bytes: int = 256 * 2**20,
         finalize_timeout_s: float = 5.0,
         frame_shape: FrameShape | None = None,
+        signal_units: str = "photons",
     ) -> None:
         if not flush_interval_s > 0:
             raise ValueError(f"flush_interval_s must be > 0 s, got {flush_interval_s}")
@@ -144,7 +148,9 @@ class ResultWriter:
         attrs = _io.creation_attrs(run_info, __version__)
         check_destination(self.path, overwrite)
         try:
-            h5file = _io.create_result_file(self.path, attrs, overwrite=overwrite, frame_shape=self.frame_shape)
+            h5file = _io.create_result_file(
+                self.path, attrs, overwrite=overwrite, frame_shape=self.frame_shape, signal_units=signal_units
+            )
         except FileExistsError as exc:
             raise FileExistsError(f"{self.path} already exists; choose another --out or pass --overwrite") from exc
         except OSError as exc:
@@ -414,6 +420,9 @@ class ResultWriter:
         if np.shape(record.drift_xy) != (2,):
             shape = np.shape(record.drift_xy)
             raise ValueError(f"FrameRecord {record.index}: drift_xy has shape {shape}; expected (2,)")
+        if np.shape(record.drift_uncertainty) != (3,):
+            shape = np.shape(record.drift_uncertainty)
+            raise ValueError(f"FrameRecord {record.index}: drift_uncertainty has shape {shape}; expected (3,)")
         if n < self._last_spots:
             raise ValueError(
                 f"FrameRecord {record.index} has {n} spots, fewer than the {self._last_spots} before; "

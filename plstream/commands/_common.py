@@ -41,6 +41,9 @@ def settings_from(args: argparse.Namespace) -> Settings:
     settings = load_settings(args.settings, args.overrides)
     if getattr(args, "overwrite", False):
         settings = settings.replace("output", overwrite=True)
+    spec = getattr(args, "drift_spots", None) or settings.drift.reference_spots
+    if spec:
+        settings = settings.replace("drift", reference_spots=_drift_spots(spec))
     camera: dict[str, Any] = {}
     for flag, key in (("pixel_size_um", "pixel_size_um"), ("frame_interval_s", "frame_interval_s")):
         if getattr(args, flag, None) is not None:
@@ -52,6 +55,18 @@ def settings_from(args: argparse.Namespace) -> Settings:
     if mm:
         camera["micromanager"] = dataclasses.replace(settings.camera.micromanager, **mm)
     return settings.replace("camera", **camera) if camera else settings
+
+
+def _drift_spots(spec: str) -> str:
+    """``--drift-spots`` checked now (a usage error names the problem), a file as an absolute path."""
+    from plstream.analysis.drift_references import parse_drift_references
+
+    try:
+        parse_drift_references(spec)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    path = Path(spec).expanduser()
+    return str(path.resolve()) if path.is_file() else spec
 
 
 def default_output() -> Path:
@@ -85,8 +100,19 @@ def report(outcome: AnalysisOutcome, elapsed_s: float) -> None:
         f"plstream: analyzed {s.frames_analyzed}{source} frames in {elapsed_s:.1f} s ({rate:.0f} frames/s); "
         f"{s.spots} spots; {s.frames_missing} frames missing in {s.gaps} gaps; {s.frames_failed} failed"
     )
-    if "psf_sigma_px" in outcome.summary:
-        print(f"plstream: PSF sigma {outcome.summary['psf_sigma_px']:.3f} px")
+    summary = outcome.summary
+    if "psf_sigma_px" in summary:
+        print(f"plstream: PSF sigma {summary['psf_sigma_px']:.3f} px")
+    if "polarity" in summary:
+        origin = " (auto)" if summary.get("polarity_origin") == "auto" else ""
+        print(f"plstream: particles {summary['polarity']}{origin}; intensities in {summary.get('units', 'photons')}")
+    methods = summary.get("drift_methods") or {}
+    if methods:
+        words = {"reference": "reference frame", "spots": "spots", "registration": "image registration"}
+        parts = [f"{words.get(k, 'not measured (kept)')} {v}" for k, v in methods.items()]
+        print(f"plstream: drift from: {', '.join(parts)} frames")
+    for warning in summary.get("warnings") or []:
+        print(f"plstream: warning: {warning}", file=sys.stderr)
     if not outcome.output_path.exists():
         print(f"results: none written ({outcome.output_path} was not created: the analysis never started)")
         return

@@ -99,7 +99,7 @@ def test_matched_filter_matches_scipy_twin(n_kind):
     uniform = 7.0 if n_kind == "uniform" else None
     background = _background_map(image, n_map, 2.0)
     data = image - background
-    z, z_test = _significance(data, background, n_map, uniform, SIGMA, 2.0, 5.0)
+    z, z_test, _ = _significance(data, background, n_map, uniform, SIGMA, 2.0, 5.0)
     expected = _twin_z(data.astype(np.float64), background.astype(np.float64), n_map, 2.0)
     np.testing.assert_allclose(z, expected, rtol=1e-4, atol=1e-4)
     assert np.all(z_test <= z) and np.all(z_test[z < 5.0] == z[z < 5.0])

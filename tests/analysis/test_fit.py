@@ -454,7 +454,7 @@ def test_into_buffers_and_empty_input(noisy_frame):
     ("kwargs", "message"),
     [
         ({"roi_size": 8}, "Round up to 9"),
-        ({"roi_size": 17}, "odd integer from 5 to 15"),
+        ({"roi_size": 65}, "odd integer from 5 to 63"),
         ({"sigma_init": 0.0}, "sigma_init"),
         ({"read_variance": -1.0}, "read_variance"),
         ({"max_iterations": 0}, "max_iterations"),
@@ -485,4 +485,4 @@ def test_invalid_input_says_what_to_do(kwargs, message):
 
 
 def test_default_roi_size():
-    assert [default_roi_size(s) for s in (0.5, 1.0, 1.3, 2.0, 4.0)] == [5, 7, 9, 13, 15]
+    assert [default_roi_size(s) for s in (0.5, 1.0, 1.3, 2.0, 4.0, 10.0, 12.0)] == [5, 7, 9, 13, 25, 61, 63]

@@ -28,7 +28,7 @@ _MODULES = ("background", "detect", "mean")
 _TWINS = {
     "background": {"tile_medians", "tile_clipped_means", "cubic_upsample"},
     "detect": {"map_stats", "correlate_gauss_box", "kernel_energy", "significance", "local_maxima"},
-    "mean": {"ingest"},
+    "mean": {"ingest", "ingest_rigid"},
 }
 _PROCESS_TIMEOUT_S = 240  # the first process compiles three small kernels (~10-30 s on 2 cores)
 

@@ -7,6 +7,7 @@ import datetime as dt
 import errno
 import json
 import logging
+import math
 import os
 import re
 import signal
@@ -649,7 +650,7 @@ def test_layout_matches_docs(tmp_path):
     for spec in layout.DATASETS:
         shape, dtype, units, fill = documented[spec.path]
         expected_shape = "(" + ", ".join(spec.axes) + ")"
-        expected_fill = "NaN" if isinstance(spec.fill, float) else str(spec.fill)
+        expected_fill = "NaN" if isinstance(spec.fill, float) and math.isnan(spec.fill) else str(spec.fill)
         assert [shape, dtype, units, fill] == [expected_shape, spec.dtype.name, spec.units, expected_fill], (
             f"{spec.path}: docs say {[shape, dtype, units, fill]}, code says "
             f"{[expected_shape, spec.dtype.name, spec.units, expected_fill]}; {fix}"
