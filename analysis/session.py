@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeGuard
 
 import numpy as np
 
@@ -428,12 +428,17 @@ class AnalysisSession:
             summary = self.summary()
             if self._writer is not None:
                 assert self._analyzer is not None
-                for record in self._analyzer.finish():
-                    self._append(record)
-                mean = self._write_spot_table()
-                if self._live_feed is not None:
-                    self._live_feed.publish_tables(self._analyzer.spots, mean, self._measured_psf_sigma())
-                self._writer.close(status, summary, status_text=self.status_text(status, message))
+                try:
+                    if self._writer.failed:  # nothing more goes to a file whose writing failed
+                        mean = self._analyzer.running_mean()
+                    else:
+                        for record in self._analyzer.finish():
+                            self._append(record)
+                        mean = self._write_spot_table()
+                    if self._live_feed is not None:
+                        self._live_feed.publish_tables(self._analyzer.spots, mean, self._measured_psf_sigma())
+                finally:  # always: it releases the file (and raises a write error not raised before)
+                    self._writer.close(status, summary, status_text=self.status_text(status, message))
         except Exception as exc:
             if self._live_feed is not None:
                 self._live_feed.finish("error", f"the analysis could not be finished: {exc}")
@@ -496,7 +501,7 @@ class AnalysisSession:
         return out
 
 
-def _positive(value: Any) -> bool:
+def _positive(value: Any) -> TypeGuard[float]:
     """A finite number > 0 (not a bool)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
 
