@@ -189,6 +189,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace existing files")
     _add_common(p)
 
+    p = sub.add_parser(
+        "recover",
+        help="make a result file whose writer never closed it (killed, crashed, disk full) readable by any program",
+        description="Check a result file; if its writer never closed it, copy the rows it had committed into a "
+        "file written normally (status 'crashed'), which then replaces it (or goes to --out). A file still being "
+        "written is refused; a closed file is left as it is.",
+    )
+    p.add_argument("result", metavar="RESULT.h5", help="the result file")
+    p.add_argument("--out", metavar="COPY.h5", help="write the recovered copy here and leave RESULT.h5 untouched")
+    _add_common(p)
+
     p = sub.add_parser("evaluate", help="score a result file against a simulation's ground truth")
     p.add_argument("result", help="result file (HDF5)")
     p.add_argument("truth", help="truth file written by 'plstream simulate' or 'plstream run'")

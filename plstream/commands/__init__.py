@@ -11,5 +11,6 @@ COMMANDS = {
     "analyze": "plstream.commands.split_run:analyze",
     "simulate": "plstream.commands.simulate:simulate",
     "evaluate": "plstream.commands.simulate:evaluate",
+    "recover": "plstream.commands.recover:recover",
     "dashboard": "plstream.commands.dashboard:dashboard",
 }

@@ -280,6 +280,18 @@ def test_a_closed_file_needs_no_recovery(tmp_path):
     assert not recovery.recovered and recovery.status == "complete" and "nothing to recover" in recovery.describe()
 
 
+def test_recover_cli_reports_one_line(tmp_path):
+    path = tmp_path / "killed.h5"
+    _killed_mid_run(path)
+    run = [sys.executable, "-m", "plstream", "recover", str(path)]
+    proc = subprocess.run(run, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("plstream: ") and "recovered" in proc.stdout and "crashed" in proc.stdout
+    proc = subprocess.run(run[:-1] + [str(tmp_path / "none.h5")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and proc.stderr.startswith("plstream: error: no result file at"), proc.stderr
+    assert len(proc.stderr.splitlines()) == 1
+
+
 def test_recovery_keeps_spots_found_after_the_last_spot_table(tmp_path):
     """Spots the writer knew only from the rows (no spot table yet) are kept, with NaN positions."""
     path = tmp_path / "killed.h5"
