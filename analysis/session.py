@@ -40,6 +40,7 @@ from plstream.analysis.warmup import warm_up
 from plstream.config import Settings
 from plstream.stream.live.feed import LiveFeed
 from plstream.stream.live.history import LiveState
+from plstream.stream.log_limit import LimitedLog
 from plstream.stream.messages import EndMessage, FrameMessage, HeartbeatMessage, StartMessage
 from plstream.stream.sequence import FrameVerdict, SequenceTracker, describe_losses
 
@@ -158,12 +159,13 @@ class AnalysisSession:
         self._last_spot_table = 0.0
         self._closed = False
         self._live_feed = LiveFeed(self.status, self._output_path, settings) if live else None
+        self._log = LimitedLog(logger)  # gaps and dropped frames can come by the thousand: a few lines per 5 s
 
     # ------------------------------------------------------------------ dispatch
     def handle(self, message: Any) -> bool:
         """Handle one message; returns True when the stream has ended."""
         if not isinstance(message, (FrameMessage, StartMessage, EndMessage, HeartbeatMessage)):
-            logger.warning("ignoring a message of unknown type %s", type(message).__name__)
+            self._log.warning("unknown message", "ignoring a message of unknown type %s", type(message).__name__)
             return self.status.ended
         verdict = self._sequence.observe(message)
         if isinstance(message, FrameMessage):
@@ -253,7 +255,7 @@ class AnalysisSession:
     def _on_frame(self, message: FrameMessage, verdict: FrameVerdict | None) -> None:
         if verdict is None or not verdict.accepted:
             if verdict in (FrameVerdict.DUPLICATE, FrameVerdict.IMPLAUSIBLE):
-                logger.warning("frame %d dropped: %s", message.seq, verdict.value)
+                self._log.warning("dropped frame", "frame %d dropped: %s", message.seq, verdict.value)
             return
         if self.status.frames_received == 0 and not self._started:
             logger.warning("joined the stream mid-run at frame %d (its start message was missed)", message.seq)
@@ -288,7 +290,7 @@ class AnalysisSession:
             return
         if sequence.frames_missing > self.status.frames_missing:
             first, last = sequence.gaps[-1] if sequence.gaps else (0, -1)
-            logger.info("frames %d-%d never arrived; recorded as a gap", first, last)
+            self._log.info("gap", "frames %d-%d never arrived; recorded as a gap", first, last)
         self.status.gaps = len(sequence.gaps)
         self.status.frames_missing = sequence.frames_missing
         if self._writer is not None:
@@ -418,6 +420,7 @@ class AnalysisSession:
         if self._closed:
             return self.summary()
         self._closed = True
+        self._log.flush()
         self._extra_summary = dict(extra or {})
         try:
             if self._analyzer is None and self._pending:

@@ -280,7 +280,14 @@ def analyze_stream(
         except KeyboardInterrupt:
             status = "interrupted"
         recorded = receiver.close() if isinstance(receiver, RecordingSubscriber) else None
-        summary = session.close(status, error, extra={"recording": recorded} if recorded else None)
+        extra: dict[str, Any] = {"stream_counters": dict(subscriber.counters)}
+        if recorded:
+            extra["recording"] = recorded
+        try:
+            summary = session.close(status, error, extra=extra)
+        except ResultWriteError as exc:  # the last rows or the final status could not be written
+            status, error = "error", str(exc)
+            summary = session.summary()
         outcome = AnalysisOutcome(status, summary, session.output_path, session.status, error)
     return outcome
 

@@ -27,6 +27,7 @@ import zmq
 
 from plstream.stream import wire
 from plstream.stream.endpoints import StreamError, attach
+from plstream.stream.log_limit import LimitedLog
 from plstream.stream.messages import (
     CONSUMER_KINDS,
     ConsumerHeartbeatMessage,
@@ -163,6 +164,7 @@ class FramePublisher:
         self._done_runs: set[str] = set()
         self._heard_at: float | None = None
         self.consumer_frames_received = -1
+        self._log = LimitedLog(logger)
         self._closed = False
 
     # ------------------------------------------------------------------ endpoints
@@ -271,7 +273,9 @@ class FramePublisher:
                     raise wire.ProtocolError(f"a consumer may send only {', '.join(CONSUMER_KINDS)}", kind=message.kind)
             except wire.ProtocolError as exc:
                 self.counters["consumer_malformed"] += 1
-                logger.warning("skipped a malformed answer from the consumer at %s: %s", self._endpoint, exc)
+                self._log.warning(
+                    "malformed answer", "skipped a malformed answer from the consumer at %s: %s", self._endpoint, exc
+                )
                 continue
             self.counters["consumer_messages"] += 1
             self._heard_at = time.monotonic()

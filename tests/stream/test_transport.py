@@ -269,6 +269,25 @@ def test_malformed_messages_are_counted_and_the_stream_goes_on(context, analyzer
     assert any("version 99" in w for w in warnings)
 
 
+def test_a_flood_of_malformed_messages_is_counted_not_logged_line_by_line(context, analyzer, caplog):
+    raw = context.socket(zmq.DEALER)
+    raw.setsockopt(zmq.LINGER, 0)
+    raw.connect(analyzer.endpoint)
+    with caplog.at_level(logging.WARNING, logger="plstream.stream.subscriber"):
+        raw.send_multipart(wire.encode(StartMessage("r", {}, (8, 8), "uint16", 0.0)))
+        for i in range(2000):
+            raw.send_multipart([b"junk %d" % i])
+        raw.send_multipart(wire.encode(EndMessage("r", 0, "complete", "", {}, 0.0)))
+        messages = receive_run(analyzer)
+        analyzer.close()  # says how many lines were left out
+    raw.close()
+    assert isinstance(messages[0], StartMessage) and isinstance(messages[-1], EndMessage)
+    assert analyzer.counters["malformed"] == 2000
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) <= 5, lines[:10]
+    assert any("were not logged" in line for line in lines)
+
+
 # ---------------------------------------------------------------- ending a run
 def test_source_error_mid_stream_sends_end_with_reason_error(analyzer):
     producer = Background(publish_to, analyzer.endpoint, FakeSource(n=10, fail_after=4))
