@@ -19,9 +19,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+import os
 import queue
+import shutil
 import signal
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -43,15 +44,25 @@ from plstream.analysis.session import (
     run_analysis,
 )
 from plstream.config import Settings
+from plstream.lifecycle import die_with_parent, private_folder, stop_on_signals
 from plstream.recording import RecordedSource, RecordingPlan, RecordingSubscriber
 from plstream.source_spec import SourceSpec, build_source
 from plstream.stream import FramePublisher, FrameSubscriber, LiveResultServer, publish
+from plstream.stream.messages import EndMessage
 
-__all__ = ["AnalysisOutcome", "analyze_stream", "analyze_with_source_process", "publish_source", "stop_on_sigint"]
+__all__ = [
+    "AnalysisOutcome",
+    "analyze_stream",
+    "analyze_with_source_process",
+    "publish_source",
+    "stop_on_sigint",
+    "stop_on_signals",
+]
 
 logger = logging.getLogger(__name__)
 
 _JOIN_TIMEOUT_S = 10.0
+_KILL_WAIT_S = 3.0
 
 
 @dataclass
@@ -66,25 +77,12 @@ class AnalysisOutcome:
     source_counters: dict[str, Any] = field(default_factory=dict)
 
 
-@contextlib.contextmanager
-def stop_on_sigint(stop_event: threading.Event) -> Iterator[None]:
-    """First Ctrl-C sets ``stop_event`` (a clean stop); a second one interrupts at once."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.getsignal(signal.SIGINT)
+def stop_on_sigint(stop_event: threading.Event) -> contextlib.AbstractContextManager[None]:
+    """Ctrl-C, SIGTERM and SIGHUP set ``stop_event`` (a clean stop); a second one interrupts at once.
 
-    def handler(signum: int, frame: Any) -> None:
-        if stop_event.is_set():
-            raise KeyboardInterrupt
-        logger.warning("stopping: finishing the frames already received (Ctrl-C again to abort)")
-        stop_event.set()
-
-    signal.signal(signal.SIGINT, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    The name predates SIGTERM and SIGHUP; see :func:`plstream.lifecycle.stop_on_signals`.
+    """
+    return stop_on_signals(stop_event)
 
 
 def publish_source(
@@ -125,17 +123,25 @@ def publish_source(
             linger_ms=int(settings.stream.peer_timeout_s * 1000),
             monitor_endpoint=monitor_endpoint or None,
         ) as publisher:
-            return publish(
-                source,
-                publisher,
-                stop_event=stop_event,
-                heartbeat_interval_s=settings.stream.heartbeat_interval_s,
-                queue_frames=queue_frames,
-                progress=progress,
-                ready_timeout_s=settings.stream.ready_timeout_s,
-                on_waiting=on_waiting,
-                max_frames=spec.max_frames,
-            )
+            ended = False
+            try:
+                counters = publish(
+                    source,
+                    publisher,
+                    stop_event=stop_event,
+                    heartbeat_interval_s=settings.stream.heartbeat_interval_s,
+                    queue_frames=queue_frames,
+                    progress=progress,
+                    ready_timeout_s=settings.stream.ready_timeout_s,
+                    on_waiting=on_waiting,
+                    max_frames=spec.max_frames,
+                    peer_timeout_s=settings.stream.peer_timeout_s,
+                )
+                ended = not stop_event.is_set()
+                return counters
+            finally:
+                if not ended:  # stopped, failed, or the consumer is gone: nothing queued is worth waiting for
+                    publisher.close(linger_ms=0)
 
 
 def _live_queue_frames(settings: Settings, description: dict[str, Any]) -> int:
@@ -149,18 +155,64 @@ def _live_queue_frames(settings: Settings, description: dict[str, Any]) -> int:
     return max(2, min(settings.stream.live_queue_frames, by_memory))
 
 
-def _source_process_main(spec: SourceSpec, endpoint: str, settings: Settings, stop_event: Any, results: Any) -> None:
-    """Entry point of the spawned source process."""
+class _StopFlag:
+    """The source process's stop request: set by its parent (``event``) or, lock-free, by a signal handler here."""
+
+    def __init__(self, event: Any) -> None:
+        self._event = event
+        self._local = False
+
+    def set(self) -> None:
+        self._local = True
+
+    def is_set(self) -> bool:
+        return self._local or bool(self._event.is_set())
+
+
+def _source_process_main(
+    spec: SourceSpec,
+    endpoint: str,
+    settings: Settings,
+    stop_event: Any,
+    results: Any,
+    parent_pid: int | None = None,
+    folder: str = "",
+) -> None:
+    """Entry point of the spawned source process; it stops when its parent (``parent_pid``) is gone.
+
+    ``folder`` is the parent's private IPC folder: removed here if the parent
+    died without removing it.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     logging.basicConfig(level=logging.WARNING, format="plstream source: %(levelname)s: %(message)s")
+    stop = _StopFlag(stop_event)
+
+    def remove_orphaned_folder() -> None:
+        if folder and parent_pid is not None and os.getppid() != parent_pid:
+            shutil.rmtree(folder, ignore_errors=True)  # its owner was killed before it could
+
+    if parent_pid is not None:
+
+        def parent_gone() -> None:
+            stop.set()
+            remove_orphaned_folder()
+
+        die_with_parent(parent_pid, parent_gone)
     try:
-        counters = publish_source(spec, endpoint, settings, bind=False, stop_event=stop_event)
+        counters = publish_source(spec, endpoint, settings, bind=False, stop_event=stop)
         results.put(("ok", counters))
     except InputError as exc:
         results.put(("error", str(exc)))
     except Exception as exc:
         logger.debug("source process failed", exc_info=True)
         results.put(("error", f"the frame source failed: {type(exc).__name__}: {exc}"))
+    # The source is closed and the sockets are gone: hand the result over and leave at once (the
+    # interpreter's own teardown, with numba loaded, takes about a second that the parent would wait).
+    remove_orphaned_folder()
+    results.close()
+    results.join_thread()
+    logging.shutdown()
+    os._exit(0)
 
 
 @contextlib.contextmanager
@@ -171,11 +223,13 @@ def _serving_live_results(
     *,
     on_live_ready: Callable[[str], None] | None,
     linger_s: float,
+    skip_linger: Callable[[], bool] = lambda: False,
 ) -> Iterator[None]:
     """Serve ``session.live`` on ``endpoint`` for the duration of the block, then ``linger_s`` more.
 
     Raises :class:`~plstream.stream.LiveEndpointError` (an OSError) when the
-    endpoint cannot be bound. The linger is skipped when the block raised.
+    endpoint cannot be bound. The linger is skipped when the block raised or
+    ``skip_linger()`` is true (the user asked to stop).
     """
     live = session.live
     assert live is not None, "the session needs live=True"
@@ -184,7 +238,7 @@ def _serving_live_results(
         if on_live_ready is not None:
             on_live_ready(server.endpoint)
         yield
-        if linger_s > 0:
+        if linger_s > 0 and not skip_linger():
             logger.debug("serving the final live results %.1f s more", linger_s)
             try:
                 time.sleep(linger_s)
@@ -206,6 +260,7 @@ def analyze_stream(
     context: zmq.Context | None = None,
     on_event: Callable[[str], None] | None = None,
     recording: RecordingPlan | None = None,
+    on_end: Callable[[], None] | None = None,
 ) -> AnalysisOutcome:
     """Analyze what ``subscriber`` receives into ``output_path``; always closes the file.
 
@@ -238,6 +293,9 @@ def analyze_stream(
     recording : RecordingPlan, optional
         Record the frames that arrive (see :mod:`plstream.recording`); its
         counters go into the result's summary (``recording``).
+    on_end : callable, optional
+        Called as soon as no more frames will be analyzed (before the file is
+        finished), e.g. to let the source process wind down meanwhile.
 
     Raises
     ------
@@ -256,6 +314,7 @@ def analyze_stream(
                     live_endpoint,
                     on_live_ready=on_live_ready,
                     linger_s=settings.live.linger_s if linger_s is None else linger_s,
+                    skip_linger=stop_event.is_set,
                 )
             )
         error = ""
@@ -279,6 +338,9 @@ def analyze_stream(
             status, error = "error", str(exc)
         except KeyboardInterrupt:
             status = "interrupted"
+        finally:
+            if on_end is not None:
+                on_end()
         recorded = receiver.close() if isinstance(receiver, RecordingSubscriber) else None
         extra: dict[str, Any] = {"stream_counters": dict(subscriber.counters)}
         if recorded:
@@ -293,19 +355,41 @@ def analyze_stream(
 
 
 @contextlib.contextmanager
-def _local_data_endpoint() -> Iterator[str]:
-    """Where a source process on this machine sends its frames.
+def _local_data_endpoint() -> Iterator[tuple[str, str]]:
+    """Where a source process on this machine sends its frames, and the private folder it lives in ("" for none).
 
     An IPC socket in a private temporary folder where the platform has them
     (only this user can connect, and 512x512 frames replay ~10 % faster than
     over TCP loopback: 549 vs 491 frames/s end to end, ``benchmarks/throughput.py
-    --preset 512``); elsewhere TCP on 127.0.0.1, any free port.
+    --preset 512``); elsewhere TCP on 127.0.0.1, any free port. The folder is
+    removed on every way out of the block (see :func:`plstream.lifecycle.private_folder`).
     """
     if not zmq.has("ipc"):
-        yield "tcp://127.0.0.1:0"
+        yield "tcp://127.0.0.1:0", ""
         return
-    with tempfile.TemporaryDirectory(prefix="plstream-") as folder:
-        yield f"ipc://{folder}/frames"
+    with private_folder() as folder:
+        yield f"ipc://{folder}/frames", str(folder)
+
+
+def _wind_down(process: Any, subscriber: FrameSubscriber, frames_received: Callable[[], int]) -> None:
+    """Wait for the (already told to stop) source process to end; terminate it if it does not.
+
+    Meanwhile whatever it still sends is taken (so it is never stuck in a send)
+    and its end message is confirmed (so it does not wait for that either).
+    """
+    deadline = time.monotonic() + _JOIN_TIMEOUT_S
+    while process.is_alive() and time.monotonic() < deadline:
+        message = subscriber.receive(0.05)
+        if isinstance(message, EndMessage):
+            subscriber.send_done(message.run_uid, frames_received())
+    if process.is_alive():
+        logger.warning("the source process did not stop in %.0f s; terminating it", _JOIN_TIMEOUT_S)
+        process.terminate()
+        process.join(_KILL_WAIT_S)
+    if process.is_alive():
+        process.kill()
+        process.join(_KILL_WAIT_S)
+    process.join(0)
 
 
 def analyze_with_source_process(
@@ -324,52 +408,62 @@ def analyze_with_source_process(
 
     ``live_endpoint``, ``on_live_ready`` and ``linger_s`` are as in
     :func:`analyze_stream`: serve live results while analyzing.
+
+    The source process stops with this one however this one ends (see
+    :func:`plstream.lifecycle.die_with_parent`); Ctrl-C, SIGTERM and SIGHUP
+    stop both cleanly (status ``interrupted``).
     """
     stop_event = threading.Event()
     mp = multiprocessing.get_context("spawn")
     source_stop = mp.Event()
     results = mp.Queue()
-    with zmq.Context() as context, stop_on_sigint(stop_event), _local_data_endpoint() as data_endpoint:
-        with FrameSubscriber(
-            context,
-            data_endpoint,
-            bind=True,
-            pattern="data",
-            max_frame_bytes=int(settings.stream.max_frame_mb * 2**20),
-        ) as subscriber:
-            process = mp.Process(
-                target=_source_process_main,
-                args=(spec, subscriber.endpoint, settings, source_stop, results),
-                name="plstream-source",
-                daemon=True,
+    outcome: AnalysisOutcome | None = None
+    with contextlib.ExitStack() as stack:
+        context = stack.enter_context(zmq.Context())
+        stack.enter_context(stop_on_signals(stop_event, also=(source_stop,)))
+        data_endpoint, folder = stack.enter_context(_local_data_endpoint())
+        subscriber = stack.enter_context(
+            FrameSubscriber(
+                context,
+                data_endpoint,
+                bind=True,
+                pattern="data",
+                max_frame_bytes=int(settings.stream.max_frame_mb * 2**20),
             )
-            process.start()
-            try:
-                outcome = analyze_stream(
-                    subscriber,
-                    settings,
-                    output_path,
-                    stop_event=stop_event,
-                    on_tick=on_tick,
-                    source_alive=process.is_alive,
-                    live_endpoint=live_endpoint,
-                    on_live_ready=on_live_ready,
-                    linger_s=linger_s,
-                    on_event=on_event,
-                    recording=recording,
-                    context=context,
-                )
-            finally:
-                source_stop.set()
-                process.join(_JOIN_TIMEOUT_S)
-                if process.is_alive():
-                    logger.warning("the source process did not stop in %.0f s; terminating it", _JOIN_TIMEOUT_S)
-                    process.terminate()
-                    process.join(_JOIN_TIMEOUT_S)
+        )
+        process = mp.Process(
+            target=_source_process_main,
+            args=(spec, subscriber.endpoint, settings, source_stop, results, os.getpid(), folder),
+            name="plstream-source",
+            daemon=True,
+        )
+        process.start()
+        try:
+            outcome = analyze_stream(
+                subscriber,
+                settings,
+                output_path,
+                stop_event=stop_event,
+                on_tick=on_tick,
+                source_alive=process.is_alive,
+                live_endpoint=live_endpoint,
+                on_live_ready=on_live_ready,
+                linger_s=linger_s,
+                on_event=on_event,
+                recording=recording,
+                context=context,
+                on_end=source_stop.set,
+            )
+        finally:
+            source_stop.set()
+            received = outcome.session_status.frames_received if outcome is not None else 0
+            _wind_down(process, subscriber, lambda: received)
+    assert outcome is not None  # analyze_stream returned (had it raised, this line would not be reached)
     try:
-        kind, payload = results.get(timeout=1.0)
+        kind, payload = results.get(timeout=1.0 if process.exitcode == 0 else 0.1)
     except queue.Empty:
         kind, payload = "unknown", {}
+    results.close()
     if kind == "error" and (not outcome.error or outcome.error == _SOURCE_DIED):
         outcome.error = str(payload)  # the source's own words beat "it exited"
         if outcome.status == "complete":

@@ -13,6 +13,7 @@ import zmq
 
 from plstream.acquire_adapters.base import Frame, InputError
 from plstream.stream import (
+    ConsumerLost,
     ConsumerTimeout,
     EndMessage,
     FrameMessage,
@@ -308,6 +309,33 @@ def test_stop_while_blocked_without_consumer_returns_promptly(context):
         producer.join()
     assert producer.error is None
     assert producer.result["frames_sent"] == 0
+
+
+@pytest.mark.parametrize("live", [False, True])
+def test_a_source_stops_when_its_consumer_falls_silent(analyzer, live):
+    """An analyzer that was killed or stopped never unblocks a send; its heartbeats stopping says so."""
+    timeout_s = 1.0
+    producer = Background(
+        publish_to,
+        analyzer.endpoint,
+        FakeSource(n=1_000_000, shape=(64, 64)),
+        peer_timeout_s=timeout_s,
+        heartbeat_interval_s=0.1,
+        queue_frames=8 if live else None,
+    )
+    start = analyzer.receive(RECEIVE_S)
+    assert isinstance(start, StartMessage) and analyzer.send_ready(start.run_uid)
+    for received in range(20):  # a consumer at work: frames in, heartbeats out
+        assert isinstance(analyzer.receive(RECEIVE_S), (FrameMessage, HeartbeatMessage))
+        assert analyzer.send_heartbeat(start.run_uid, received)
+    silent_since = time.monotonic()  # ... and now it stops reading and answering, as if killed
+    producer.join()
+    waited = time.monotonic() - silent_since
+    assert isinstance(producer.error, ConsumerLost), producer.error
+    assert timeout_s <= waited < timeout_s + 3.0
+    message = str(producer.error)
+    assert f"the consumer at {analyzer.endpoint} has not answered" in message and "peer_timeout_s" in message
+    assert ("dropped meanwhile" in message) == live
 
 
 def test_blocked_send_raises_stream_stopped_or_consumer_timeout(context):
