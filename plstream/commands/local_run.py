@@ -82,6 +82,10 @@ def _run_simulated(args: argparse.Namespace, settings: Settings, out: Path) -> i
 
     sim = settings.simulation
     truth = truth_path_for(out)
+    if truth.exists() and not settings.output.overwrite:  # never replace an earlier run's ground truth silently
+        raise UsageError(
+            f"{truth} already exists (the ground truth of an earlier run); choose another --out or pass --overwrite"
+        )
     save_truth(SimulatedCamera(simulation_params(sim), seed=sim.seed).truth, truth)
     pacing = f"at {sim.frame_rate_hz:g} frames/s" if sim.paced else "as fast as possible"
     print(

@@ -223,3 +223,16 @@ def test_a_second_analysis_cannot_take_a_file_being_written_even_with_overwrite(
     assert proc.returncode == 1
     assert proc.stderr.startswith("plstream: error: ") and len(proc.stderr.splitlines()) == 1, proc.stderr
     assert f"busy.h5 is being written by process {holder.pid}" in proc.stderr
+
+
+def test_run_never_overwrites_a_ground_truth_file_silently(tmp_path):
+    """Before: 'plstream run --out x.h5' replaced an existing x.truth.h5 without a word."""
+    truth = tmp_path / "x.truth.h5"
+    truth.write_bytes(b"an earlier run's ground truth")
+    args = [sys.executable, "-m", "plstream", "run", "--out", str(tmp_path / "x.h5"), "--frames", "30", "--unpaced"]
+    proc = subprocess.run([*args, *SMALL_RUN], capture_output=True, text=True, timeout=180, env=ENV)
+    assert proc.returncode == 1 and "x.truth.h5 already exists" in proc.stderr and "--overwrite" in proc.stderr
+    assert truth.read_bytes() == b"an earlier run's ground truth"
+    proc = subprocess.run([*args, "--overwrite", *SMALL_RUN], capture_output=True, text=True, timeout=180, env=ENV)
+    assert proc.returncode == 0, proc.stderr
+    assert truth.read_bytes() != b"an earlier run's ground truth"
