@@ -14,6 +14,7 @@ a bug, reported as an internal error with the traceback saved to a log file.
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib
 import logging
 import os
@@ -81,6 +82,7 @@ def entry() -> None:
     would otherwise wait for. Output and logs are flushed first.
     """
     status = main()
+    gc.collect()  # runs the finalizers that release multiprocessing's semaphores (else its tracker warns)
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing more can be said
