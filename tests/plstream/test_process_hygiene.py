@@ -171,7 +171,9 @@ def test_acquire_stops_when_its_analyzer_is_killed(tmp_path):
     out, endpoint = tmp_path / "split.h5", f"tcp://127.0.0.1:{free_port()}"
     impatient = ["--set", "stream.peer_timeout_s=2", "--set", "stream.silence_warning_s=1"]
     small = ["--set", "simulation.shape_px=[96, 96]"]
-    acquire = plstream("acquire", "simulated", "--bind", endpoint, "--unpaced", "--frames", "1000000", *impatient, *small)
+    acquire = plstream(
+        "acquire", "simulated", "--bind", endpoint, "--unpaced", "--frames", "1000000", *impatient, *small
+    )
     analyze = plstream("analyze", "--connect", endpoint, "--out", str(out), "--live", "", *small)
     try:
         wait_for_rows(out, 1, analyze)
