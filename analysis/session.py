@@ -35,7 +35,9 @@ from plstream import __version__
 from plstream.analysis.analyzer import StreamingAnalyzer
 from plstream.analysis.camera import CameraModel, estimate_camera_model, resolve_camera_model
 from plstream.analysis.result_file import FrameRecord, ResultWriteError, ResultWriter
+from plstream.analysis.result_file.lock import ensure_unlocked
 from plstream.analysis.result_file.writer import check_destination
+from plstream.analysis.resume import ResumePoint, iter_saved_rows
 from plstream.analysis.warmup import warm_up
 from plstream.config import Settings
 from plstream.stream.live.feed import LiveFeed
@@ -92,10 +94,12 @@ class SessionStatus:
     ended: bool = False
     end_reason: str = ""
     end_message: str = ""
+    frames_before: int = 0
+    """Frames analyzed before this session (a resumed analysis); the counters include them."""
 
     def frames_per_second(self) -> float:
         elapsed = time.monotonic() - self.started_at
-        return self.frames_analyzed / elapsed if elapsed > 0 else 0.0
+        return (self.frames_analyzed - self.frames_before) / elapsed if elapsed > 0 else 0.0
 
     def counters(self) -> dict[str, int | None]:
         """The frame and spot counters, as stored in the result summary and served to dashboards."""
@@ -128,6 +132,11 @@ class AnalysisSession:
     on_event : callable, optional
         Called with a short sentence when the session starts preparing a run
         and when it is ready (e.g. to tell the user at the command line).
+    resume : ResumePoint, optional
+        Continue the analysis saved in ``output_path`` (see
+        :mod:`~plstream.analysis.resume`): the stream's frames before
+        ``resume.next_seq`` count as done, the analyzer starts from the saved
+        state and the rows are appended to the file.
     """
 
     def __init__(
@@ -138,8 +147,10 @@ class AnalysisSession:
         live: bool = False,
         warm_up: bool = True,
         on_event: Callable[[str], None] | None = None,
+        resume: ResumePoint | None = None,
     ) -> None:
         self._settings = settings
+        self._resume = resume
         self._warm_up = warm_up
         self._on_event = on_event
         self._ready_runs: set[str] = set()
@@ -160,6 +171,19 @@ class AnalysisSession:
         self._closed = False
         self._live_feed = LiveFeed(self.status, self._output_path, settings) if live else None
         self._log = LimitedLog(logger)  # gaps and dropped frames can come by the thousand: a few lines per 5 s
+        if resume is not None:
+            self._continue(resume)
+
+    def _continue(self, resume: ResumePoint) -> None:
+        """Count what the saved analysis did as done: frames, gaps, spots, the camera model."""
+        self._sequence.continue_from(resume.next_seq, resume.gaps)
+        s = self.status
+        s.frames_received = s.frames_analyzed = s.frames_before = resume.frames
+        s.frames_failed = int(resume.previous_summary.get("frames_failed", 0) or 0)
+        s.spots = len(resume.analyzer.spots_xy)
+        s.gaps, s.frames_missing = len(self._sequence.gaps), self._sequence.frames_missing
+        self._gaps_written = self._sequence.gaps_version
+        self._camera = resume.camera
 
     # ------------------------------------------------------------------ dispatch
     def handle(self, message: Any) -> bool:
@@ -227,9 +251,17 @@ class AnalysisSession:
     def _prepare(self, message: StartMessage) -> None:
         """Check the output and compile the analysis for the run's frames; then the run is ready."""
         try:
-            check_destination(self._output_path, self._settings.output.overwrite)
+            if self._resume is None:
+                check_destination(self._output_path, self._settings.output.overwrite)
+            else:
+                ensure_unlocked(self._output_path)
         except OSError as exc:
             raise ResultWriteError(str(exc), path=self._output_path) from exc
+        if self._resume is not None and tuple(message.shape) != self._resume.shape:
+            raise AnalysisError(
+                f"the stream's frames are {tuple(message.shape)}, but {self._output_path} holds the analysis of "
+                f"{self._resume.shape} frames: resume it with the movie it was made from"
+            )
         if self._warm_up:
             rows, cols = message.shape
             self._tell(
@@ -298,6 +330,8 @@ class AnalysisSession:
             self._gaps_written = sequence.gaps_version
 
     def _camera_ready(self) -> bool:
+        if self._resume is not None:
+            return True
         try:
             resolve_camera_model(self._source.get("camera"), self._camera_config(), None)
         except ValueError:
@@ -326,6 +360,12 @@ class AnalysisSession:
             stack = np.stack([f.data for f in frames])
             return estimate_camera_model(stack, assumed_read_noise_e=self._settings.camera.assumed_read_noise_e)
 
+        if self._resume is not None:
+            self._start_resumed(self._resume, (shape[0], shape[1]))
+            frames, self._pending = self._pending, []
+            for message in frames:
+                self._analyze(message)
+            return
         self._camera = resolve_camera_model(self._source.get("camera"), self._camera_config(), estimate)
         logger.info(
             "camera: offset %.2f ADU, gain %.4f ADU/e-, read noise %.2f e- (%s)",
@@ -353,6 +393,27 @@ class AnalysisSession:
         self._pending = []
         for message in frames:
             self._analyze(message)
+
+    def _start_resumed(self, resume: ResumePoint, shape: tuple[int, int]) -> None:
+        """The analyzer from the saved state, the writer appending to the saved file, the live view caught up."""
+        assert self._camera is not None
+        self._analyzer = StreamingAnalyzer(self._settings, shape, self._camera)
+        self._analyzer.restore(resume.analyzer)
+        self._writer = ResultWriter(
+            self._output_path,
+            run_info={
+                "run_uid": self._sequence.run_uid or "",
+                "from_frame": str(resume.frames),
+                "from_seq": str(resume.next_seq),
+                "previous_status": resume.previous_status,
+            },
+            flush_interval_s=self._settings.output.flush_interval_s,
+            resume=True,
+        )
+        if self._live_feed is not None:
+            for row in iter_saved_rows(resume.path, resume.frames):
+                self._live_feed.state.append(row)
+        self._tell(resume.describe())
 
     def _analyze(self, message: FrameMessage) -> None:
         assert self._analyzer is not None and self._writer is not None
@@ -501,6 +562,13 @@ class AnalysisSession:
         if self._analyzer is not None:
             out["psf_sigma_px"] = self._analyzer.geometry.psf_sigma_px
             out["drift_methods"] = dict(self._analyzer.method_counts)
+        if self._resume is not None:
+            out["resumed"] = {
+                "from_frame": self._resume.frames,
+                "from_seq": self._resume.next_seq,
+                "previous_status": self._resume.previous_status,
+                "previous_summary": self._resume.previous_summary,
+            }
         return out
 
 

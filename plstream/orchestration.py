@@ -35,6 +35,7 @@ import zmq
 
 from plstream.acquire_adapters.base import FrameSource, InputError
 from plstream.analysis.result_file import ResultWriteError
+from plstream.analysis.resume import ResumePoint
 from plstream.analysis.session import SOURCE_DIED as _SOURCE_DIED
 from plstream.analysis.session import (
     AnalysisError,
@@ -136,6 +137,7 @@ def publish_source(
                     on_waiting=on_waiting,
                     max_frames=spec.max_frames,
                     peer_timeout_s=settings.stream.peer_timeout_s,
+                    first_seq=spec.first_seq,
                 )
                 ended = not stop_event.is_set()
                 return counters
@@ -261,6 +263,7 @@ def analyze_stream(
     on_event: Callable[[str], None] | None = None,
     recording: RecordingPlan | None = None,
     on_end: Callable[[], None] | None = None,
+    resume: ResumePoint | None = None,
 ) -> AnalysisOutcome:
     """Analyze what ``subscriber`` receives into ``output_path``; always closes the file.
 
@@ -296,13 +299,16 @@ def analyze_stream(
     on_end : callable, optional
         Called as soon as no more frames will be analyzed (before the file is
         finished), e.g. to let the source process wind down meanwhile.
+    resume : ResumePoint, optional
+        Continue the analysis saved in ``output_path`` (the stream must start
+        at ``resume.next_seq``; see :mod:`plstream.analysis.resume`).
 
     Raises
     ------
     LiveEndpointError
         ``live_endpoint`` cannot be bound (nothing has been analyzed yet).
     """
-    session = AnalysisSession(settings, output_path, live=bool(live_endpoint), on_event=on_event)
+    session = AnalysisSession(settings, output_path, live=bool(live_endpoint), on_event=on_event, resume=resume)
     with contextlib.ExitStack() as serving:
         if live_endpoint:
             if context is None:
@@ -403,11 +409,12 @@ def analyze_with_source_process(
     linger_s: float | None = None,
     on_event: Callable[[str], None] | None = None,
     recording: RecordingPlan | None = None,
+    resume: ResumePoint | None = None,
 ) -> AnalysisOutcome:
     """Run the source in a spawned process and analyze its stream here (``run``, ``replay``).
 
-    ``live_endpoint``, ``on_live_ready`` and ``linger_s`` are as in
-    :func:`analyze_stream`: serve live results while analyzing.
+    ``live_endpoint``, ``on_live_ready``, ``linger_s`` and ``resume`` are as in
+    :func:`analyze_stream` (with ``resume``, ``spec.first_seq`` must be ``resume.next_seq``).
 
     The source process stops with this one however this one ends (see
     :func:`plstream.lifecycle.die_with_parent`); Ctrl-C, SIGTERM and SIGHUP
@@ -453,6 +460,7 @@ def analyze_with_source_process(
                 recording=recording,
                 context=context,
                 on_end=source_stop.set,
+                resume=resume,
             )
         finally:
             source_stop.set()

@@ -145,6 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--truth", metavar="TRUTH.h5", help="ground truth to score against (default: <movie>.truth.h5 if present)"
     )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="go on with an interrupted replay into the same --out: only the frames after its last saved one "
+        "(a crashed file is recovered first; the analysis settings are those saved in the file)",
+    )
     _add_live(p, dashboard=True)
     _add_common(p)
 

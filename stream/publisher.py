@@ -503,6 +503,7 @@ def publish(
     done_timeout_s: float = 30.0,
     max_frames: int | None = None,
     peer_timeout_s: float | None = None,
+    first_seq: int = 0,
 ) -> dict[str, int | float]:
     """Stream every frame of ``source`` as one run: ``start``, (the consumer's ``ready``), frames, heartbeats, ``end``.
 
@@ -544,6 +545,9 @@ def publish(
         it has not answered (its heartbeats come about once a second) for this
         long, s: an analyzer that was stopped or crashed never unblocks a
         send. None: wait for it as long as it takes.
+    first_seq : int
+        The source starts at this ``seq`` (a resumed replay): the frames before
+        it are not counted as lost.
 
     Returns
     -------
@@ -598,7 +602,9 @@ def publish(
             "frames_produced": reader.produced,
             "frames_sent": sent,
             "dropped_queue_full": reader.dropped,
-            "lost_in_source": max(0, max(publisher.last_seq, reader.last_dropped_seq) + 1 - sent - reader.dropped),
+            "lost_in_source": max(
+                0, max(publisher.last_seq, reader.last_dropped_seq) + 1 - first_seq - sent - reader.dropped
+            ),
             "heartbeats": beats,
             "blocked_s": blocked_s,
         }
@@ -647,7 +653,7 @@ def publish(
     # The run accounts for every seq up to the highest one sent or dropped (the source's own count):
     # seqs below it that the source never produced were lost in the camera or its driver.
     n_frames = max(publisher.last_seq, reader.last_dropped_seq) + 1
-    counters["lost_in_source"] = max(0, n_frames - taken)
+    counters["lost_in_source"] = max(0, n_frames - first_seq - taken)
     if lost and not asked_to_stop():
         dropped = "" if reader.lossless else f"; {counters['dropped_queue_full']} frames were dropped meanwhile"
         raise ConsumerLost(

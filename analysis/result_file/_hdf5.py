@@ -88,6 +88,52 @@ def create_result_file(
     return f
 
 
+_FINAL_ATTRS = ("summary_json", "frames_analyzed", "closed_utc", "status_text", "writer_json")
+
+
+def reopen_result_file(path: Path, note: dict[str, Any]) -> tuple[h5py.File, dict[str, Any]]:
+    """Reopen a closed result file to append to it (a resumed analysis), in SWMR mode again.
+
+    The file must be closed (not live, not crashed: ``plstream recover`` first)
+    and hold exactly what its commit record counts. Its final attributes are
+    removed (it is running again), ``status`` becomes ``running``, and ``note``
+    is appended to the list in ``resumed_json``. Returns the file and what it
+    holds: ``frames``, ``spots``, ``gaps``, ``gap_rows`` (the gap dataset's
+    length) and the spot table ``table`` (x, y, first_frame).
+    """
+    try:
+        f = h5py.File(path, "r+", libver="latest", **file_access())
+    except OSError as exc:
+        raise OSError(
+            f"{path} cannot be reopened to resume it ({exc}); if its writer crashed, run 'plstream recover {path}'"
+        ) from exc
+    try:
+        if int(f.attrs.get("layout_version", 0)) != LAYOUT_VERSION:
+            version = f.attrs.get("layout_version")
+            raise ValueError(f"{path} has layout version {version}; only version {LAYOUT_VERSION} can be resumed")
+        commit = f[COMMIT_PATH][()]
+        frames, spots, gaps = int(commit["frames"]), int(commit["spots"]), int(commit["gaps"])
+        extents = {spec.path: f[spec.path].shape for spec in FRAME_DATASETS if spec.path in f}
+        if any(shape[0] != frames for shape in extents.values()):
+            raise ValueError(f"{path} holds rows its commit record does not count; run 'plstream recover' first")
+        resumed = json.loads(f.attrs.get("resumed_json", "[]") or "[]")
+        f.attrs["resumed_json"] = json.dumps([*resumed, note], default=json_default)
+        f.attrs["status"] = "running"
+        for key in _FINAL_ATTRS:
+            if key in f.attrs:
+                del f.attrs[key]
+        f[COMMIT_PATH][()] = commit_record(frames, spots, gaps, writer_closed=False)
+        table = tuple(np.asarray(f[spec.path][:spots]) for spec in SPOT_DATASETS)
+        state = {"frames": frames, "spots": spots, "gaps": gaps, "gap_rows": f[GAP_DATASET.path].shape[0]}
+        state["table"] = table
+        f.flush()
+        f.swmr_mode = True
+    except BaseException:
+        f.close()
+        raise
+    return f, state
+
+
 def creation_attrs(run_info: dict[str, str], plstream_version: str) -> dict[str, Any]:
     """The root attributes written at creation; checks the caller's ``run_info``."""
     attrs: dict[str, Any] = {
@@ -338,6 +384,15 @@ class FileSink:
         self._table: SpotTable = (np.zeros(0), np.zeros(0), np.zeros(0, np.int64))
         self._table_dirty = False
         self._spot_table_len = 0
+
+    def resume(self, state: dict[str, Any]) -> None:
+        """Continue after what a reopened file holds (``state`` from :func:`reopen_result_file`)."""
+        self.frames = self.committed = int(state["frames"])
+        self.spots = self._spot_table_len = int(state["spots"])
+        self.gaps, self._gap_rows = int(state["gaps"]), int(state["gap_rows"])
+        x, y, first = state["table"]
+        self._table = (np.asarray(x, np.float64), np.asarray(y, np.float64), np.asarray(first, np.int64))
+        self._inferred_first = [int(v) for v in first]
 
     def _at(self, operation: str, dataset: str, frame: int) -> None:
         self.where = (operation, dataset, frame)

@@ -114,6 +114,12 @@ class ResultWriter:
     frame_shape : (int, int), optional
         (rows, columns) of the source's frames, px. Creates ``/images/mean``
         for :meth:`set_mean_image`; without it the file has no image.
+    resume : bool
+        Append to the existing, closed file at ``path`` (a resumed analysis):
+        its rows stay, the next ``append`` is row ``frames`` of the file, and
+        ``run_info`` is added to its ``resumed_json`` list instead of being
+        written at the root. The file must hold only committed rows
+        (``interrupted``, ``error``, or recovered with ``plstream recover``).
 
     Raises
     ------
@@ -152,6 +158,7 @@ class ResultWriter:
         max_buffer_bytes: int = 256 * 2**20,
         finalize_timeout_s: float = 5.0,
         frame_shape: FrameShape | None = None,
+        resume: bool = False,
     ) -> None:
         if not flush_interval_s > 0:
             raise ValueError(f"flush_interval_s must be > 0 s, got {flush_interval_s}")
@@ -161,11 +168,15 @@ class ResultWriter:
         """(rows, columns) of the mean image, or None when the file has none."""
         self.path = Path(path)
         attrs = _io.creation_attrs(run_info, __version__)
-        check_destination(self.path, overwrite, check_lock=False)  # the folder and --overwrite, said plainly
+        if not resume:
+            check_destination(self.path, overwrite, check_lock=False)  # the folder and --overwrite, said plainly
         self._lock = ResultLock(self.path)
         self._lock.acquire()  # before anything touches the file: a live writer's file is never replaced
         try:
-            h5file = self._create(attrs, overwrite)
+            if resume:
+                h5file, held = self._reopen(run_info)
+            else:
+                h5file, held = self._create(attrs, overwrite), None
         except BaseException:
             self._lock.release()
             raise
@@ -197,8 +208,24 @@ class ResultWriter:
         self._stats = {"flushes": 0, "max_flush_s": 0.0, "slow_flushes": 0}
         self.frames_committed = 0
         """Frames committed by the last flush (updated by the writer thread)."""
+        if held is not None:
+            self._sink.resume(held)
+            self.frames_committed = self._next_index = held["frames"]
+            self._last_spots = self._table_spots = held["spots"]
         self._thread = threading.Thread(target=self._run, name="plstream-result-writer", daemon=True)
         self._thread.start()
+
+    def _reopen(self, run_info: dict[str, str]) -> tuple[Any, dict[str, Any]]:
+        if not self.path.is_file():
+            raise FileNotFoundError(f"no result file at {self.path} to resume")
+        note = {"resumed_utc": _io.utc_now(), "plstream_version": __version__, **run_info}
+        try:
+            h5file, held = _io.reopen_result_file(self.path, note)
+        except (OSError, ValueError) as exc:
+            raise ResultWriteError(f"cannot resume {self.path}: {exc}", path=self.path) from exc
+        if "/images/mean" in h5file:
+            self.frame_shape = _checked_frame_shape(h5file["/images/mean"].shape)
+        return h5file, held
 
     def _create(self, attrs: dict[str, Any], overwrite: bool) -> Any:
         check_destination(self.path, overwrite, check_lock=False)  # again, now that the lock is ours
