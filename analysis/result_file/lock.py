@@ -157,9 +157,12 @@ class ResultLock:
             stale = _read_owner(fd)
             if stale:
                 logger.info("took over the stale lock %s left by %s", self.lock_file, _describe(stale))
-            os.ftruncate(fd, 0)
-            os.lseek(fd, 0, os.SEEK_SET)
-            os.write(fd, json.dumps(_this_owner(self._purpose)).encode())
+            try:
+                os.ftruncate(fd, 0)
+                os.lseek(fd, 0, os.SEEK_SET)
+                os.write(fd, json.dumps(_this_owner(self._purpose)).encode())
+            except OSError as exc:  # a full disk: the flock is the lock, the owner's name only helps messages
+                logger.debug("could not write the owner into %s: %s", self.lock_file, exc)
             self._fd = fd
             return
         raise ResultFileLocked(
