@@ -69,6 +69,7 @@ from plstream.analysis.kernels.drift import rigid_apply
 from plstream.analysis.mean_image import RunningMean
 from plstream.analysis.result_file import FrameRecord
 from plstream.analysis.result_file.layout import DRIFT_METHODS, rotation_center_xy
+from plstream.analysis.resume import AnalyzerState
 from plstream.analysis.signal import SignalModel
 from plstream.analysis.spots import SpotCatalog
 from plstream.analysis.width import MAX_WIDTH_PX, blob_widths
@@ -342,6 +343,33 @@ class StreamingAnalyzer:
         """Reference positions ``xy`` (S, 2) through the rigid transform (drift, theta) into ``out``."""
         rigid_apply(xy, math.cos(theta), math.sin(theta), *self._center, float(drift_xy[0]), float(drift_xy[1]), out)
         return out
+
+    def restore(self, state: AnalyzerState) -> None:
+        """Continue a run from its saved state (see :mod:`plstream.analysis.resume` for what is exact).
+
+        The next frame processed gets index ``state.frames``; the reference
+        offset counts as settled (a run is resumed only after its first rows).
+        """
+        if self._frame_index:
+            raise RuntimeError("restore() must come before the first frame")
+        self._frame_index = int(state.frames)
+        self._spots.restore(state.spots_xy, state.spots_weight, state.spots_first_frame)
+        if state.mean_image is not None:
+            self._mean.restore(state.mean_image, state.mean_shifts)
+        self._drift = np.asarray(state.drift_xy, dtype=np.float64).copy()
+        self._geometry = Geometry.from_settings(self._settings, self._settings.psf.sigma_px or state.psf_sigma_px)
+        self._sigma_known = True
+        self._gauge_settled = True
+        n = len(self._spots)
+        work = self._work.ensure(n)
+        work.warm[:n] = state.warm
+        work.last_background[:n] = state.last_background
+        self._classifier.restore(state.on_level)
+        every = max(1, self._settings.detection.every_frames)
+        band = self._settings.detection.late_band_px
+        if 0 < band < self._shape[0]:  # the band searched next, as if the run had not stopped
+            self._late_searches = sum(1 for t in range(max(_EARLY_DETECTIONS) + 1, state.frames) if t % every == 0)
+        self.method_counts = dict(state.method_counts)
 
     # ------------------------------------------------------------------ per frame
     def process(self, seq: int, timestamp: float, raw: np.ndarray) -> list[FrameRecord]:

@@ -34,6 +34,10 @@ class OnOffClassifier:
         """Current ON level per spot, photons (NaN before the spot was seen ON)."""
         return self._on_level
 
+    def restore(self, on_level: np.ndarray) -> None:
+        """Start from saved ON levels (resuming a run), photons per spot (NaN: never ON yet)."""
+        self._on_level = np.array(on_level, dtype=np.float64, copy=True)
+
     def classify(self, intensity: np.ndarray, noise_sigma: np.ndarray, state_out: np.ndarray) -> np.ndarray:
         """Classify one frame.
 

@@ -145,6 +145,27 @@ class RunningMean:
     def _shift(drift_xy: np.ndarray) -> tuple[int, int]:
         return int(round(float(drift_xy[0]))), int(round(float(drift_xy[1])))  # half to even, as np.rint
 
+    def restore(self, mean: np.ndarray, shifts: dict[tuple[int, int], int]) -> None:
+        """Start from a saved mean image (resuming a run) and the whole-pixel shifts of the frames in it.
+
+        Parameters
+        ----------
+        mean : (H, W) array
+            Photons per frame per reference pixel, as :meth:`mean` gives it.
+        shifts : dict of (dx, dy) to int
+            How many frames were added at each shift; the per-pixel counts follow from them.
+        """
+        if np.shape(mean) != self._shape:
+            raise ValueError(f"the mean image has shape {np.shape(mean)}; expected {self._shape}")
+        self._all = _ShiftHistogram(self._shape)
+        for shift, n in shifts.items():
+            self._all.frames[(int(shift[0]), int(shift[1]))] = int(n)
+            self._all.n_frames += int(n)
+        counts = self._all.counts()
+        self._total = np.where(counts > 0, np.nan_to_num(np.asarray(mean, dtype=np.float64)) * counts, 0.0)
+        self._raw_sum = np.zeros((0, 0), dtype=np.uint32)
+        self._raw = _ShiftHistogram(self._shape)
+
     def add(self, frame_photons: np.ndarray, drift_xy: np.ndarray) -> None:
         """Add one frame (photons) whose drift is ``drift_xy`` = (dx, dy) px."""
         shift = self._shift(drift_xy)

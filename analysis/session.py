@@ -39,13 +39,16 @@ from plstream.analysis.intermittency.segmenter import Segmenter, params_from_set
 from plstream.analysis.intermittency.summary import summarize
 from plstream.analysis.polarity import PolarityDecision, decide_polarity
 from plstream.analysis.result_file import FrameRecord, ResultWriteError, ResultWriter
+from plstream.analysis.result_file.lock import ensure_unlocked
 from plstream.analysis.result_file.writer import check_destination
+from plstream.analysis.resume import ResumePoint, iter_saved_rows
 from plstream.analysis.sanity import result_warnings
 from plstream.analysis.signal import SignalModel, signal_model
 from plstream.analysis.warmup import warm_up
 from plstream.config import Settings
 from plstream.stream.live.feed import LiveFeed
 from plstream.stream.live.history import LiveState
+from plstream.stream.log_limit import LimitedLog
 from plstream.stream.messages import EndMessage, FrameMessage, HeartbeatMessage, StartMessage
 from plstream.stream.sequence import FrameVerdict, SequenceTracker, describe_losses
 
@@ -97,10 +100,12 @@ class SessionStatus:
     ended: bool = False
     end_reason: str = ""
     end_message: str = ""
+    frames_before: int = 0
+    """Frames analyzed before this session (a resumed analysis); the counters include them."""
 
     def frames_per_second(self) -> float:
         elapsed = time.monotonic() - self.started_at
-        return self.frames_analyzed / elapsed if elapsed > 0 else 0.0
+        return (self.frames_analyzed - self.frames_before) / elapsed if elapsed > 0 else 0.0
 
     def counters(self) -> dict[str, int | None]:
         """The frame and spot counters, as stored in the result summary and served to dashboards."""
@@ -133,6 +138,11 @@ class AnalysisSession:
     on_event : callable, optional
         Called with a short sentence when the session starts preparing a run
         and when it is ready (e.g. to tell the user at the command line).
+    resume : ResumePoint, optional
+        Continue the analysis saved in ``output_path`` (see
+        :mod:`~plstream.analysis.resume`): the stream's frames before
+        ``resume.next_seq`` count as done, the analyzer starts from the saved
+        state and the rows are appended to the file.
     """
 
     def __init__(
@@ -143,8 +153,10 @@ class AnalysisSession:
         live: bool = False,
         warm_up: bool = True,
         on_event: Callable[[str], None] | None = None,
+        resume: ResumePoint | None = None,
     ) -> None:
         self._settings = settings
+        self._resume = resume
         self._warm_up = warm_up
         self._on_event = on_event
         self._ready_runs: set[str] = set()
@@ -170,12 +182,26 @@ class AnalysisSession:
         self._segment_signal = signal_of(settings.blinking)
         self._closed = False
         self._live_feed = LiveFeed(self.status, self._output_path, settings) if live else None
+        self._log = LimitedLog(logger)  # gaps and dropped frames can come by the thousand: a few lines per 5 s
+        if resume is not None:
+            self._continue(resume)
+
+    def _continue(self, resume: ResumePoint) -> None:
+        """Count what the saved analysis did as done: frames, gaps, spots, the camera model."""
+        self._sequence.continue_from(resume.next_seq, resume.gaps)
+        s = self.status
+        s.frames_received = s.frames_analyzed = s.frames_before = resume.frames
+        s.frames_failed = int(resume.previous_summary.get("frames_failed", 0) or 0)
+        s.spots = len(resume.analyzer.spots_xy)
+        s.gaps, s.frames_missing = len(self._sequence.gaps), self._sequence.frames_missing
+        self._gaps_written = self._sequence.gaps_version
+        self._camera = resume.camera
 
     # ------------------------------------------------------------------ dispatch
     def handle(self, message: Any) -> bool:
         """Handle one message; returns True when the stream has ended."""
         if not isinstance(message, (FrameMessage, StartMessage, EndMessage, HeartbeatMessage)):
-            logger.warning("ignoring a message of unknown type %s", type(message).__name__)
+            self._log.warning("unknown message", "ignoring a message of unknown type %s", type(message).__name__)
             return self.status.ended
         verdict = self._sequence.observe(message)
         if isinstance(message, FrameMessage):
@@ -243,9 +269,17 @@ class AnalysisSession:
     def _prepare(self, message: StartMessage) -> None:
         """Check the output and compile the analysis for the run's frames; then the run is ready."""
         try:
-            check_destination(self._output_path, self._settings.output.overwrite)
+            if self._resume is None:
+                check_destination(self._output_path, self._settings.output.overwrite)
+            else:
+                ensure_unlocked(self._output_path)
         except OSError as exc:
             raise ResultWriteError(str(exc), path=self._output_path) from exc
+        if self._resume is not None and tuple(message.shape) != self._resume.shape:
+            raise AnalysisError(
+                f"the stream's frames are {tuple(message.shape)}, but {self._output_path} holds the analysis of "
+                f"{self._resume.shape} frames: resume it with the movie it was made from"
+            )
         if self._warm_up:
             rows, cols = message.shape
             self._tell(
@@ -271,7 +305,7 @@ class AnalysisSession:
     def _on_frame(self, message: FrameMessage, verdict: FrameVerdict | None) -> None:
         if verdict is None or not verdict.accepted:
             if verdict in (FrameVerdict.DUPLICATE, FrameVerdict.IMPLAUSIBLE):
-                logger.warning("frame %d dropped: %s", message.seq, verdict.value)
+                self._log.warning("dropped frame", "frame %d dropped: %s", message.seq, verdict.value)
             return
         if self.status.frames_received == 0 and not self._started:
             logger.warning("joined the stream mid-run at frame %d (its start message was missed)", message.seq)
@@ -306,7 +340,7 @@ class AnalysisSession:
             return
         if sequence.frames_missing > self.status.frames_missing:
             first, last = sequence.gaps[-1] if sequence.gaps else (0, -1)
-            logger.info("frames %d-%d never arrived; recorded as a gap", first, last)
+            self._log.info("gap", "frames %d-%d never arrived; recorded as a gap", first, last)
         self.status.gaps = len(sequence.gaps)
         self.status.frames_missing = sequence.frames_missing
         if self._writer is not None:
@@ -314,6 +348,8 @@ class AnalysisSession:
             self._gaps_written = sequence.gaps_version
 
     def _camera_ready(self) -> bool:
+        if self._resume is not None:
+            return True
         try:
             resolve_camera_model(self._source.get("camera"), self._camera_config(), None)
         except ValueError:
@@ -332,6 +368,15 @@ class AnalysisSession:
         frames = self._pending
         shape = tuple(frames[0].data.shape)
         first = [f.data for f in frames]
+        if self._resume is not None:  # the camera is the run's own; refined blinking states are not resumed
+            self._camera = self._resume.camera
+            self._polarity = decide_polarity(self._settings.detection.polarity, first[:3])
+            self._signal = signal_model(self._camera, self._polarity.polarity, first)
+            self._start_resumed(self._resume, (shape[0], shape[1]))
+            frames, self._pending = self._pending, []
+            for message in frames:
+                self._analyze(message)
+            return
         self._camera = self._resolve_camera(first)
         self._polarity = decide_polarity(self._settings.detection.polarity, first[:3])
         self._signal = signal_model(self._camera, self._polarity.polarity, first)
@@ -431,6 +476,27 @@ class AnalysisSession:
         if self._references is not None:
             out["drift_references"] = self._references.to_dict()
         return out
+
+    def _start_resumed(self, resume: ResumePoint, shape: tuple[int, int]) -> None:
+        """The analyzer from the saved state, the writer appending to the saved file, the live view caught up."""
+        assert self._camera is not None
+        self._analyzer = StreamingAnalyzer(self._settings, shape, self._camera, signal=self._signal)
+        self._analyzer.restore(resume.analyzer)
+        self._writer = ResultWriter(
+            self._output_path,
+            run_info={
+                "run_uid": self._sequence.run_uid or "",
+                "from_frame": str(resume.frames),
+                "from_seq": str(resume.next_seq),
+                "previous_status": resume.previous_status,
+            },
+            flush_interval_s=self._settings.output.flush_interval_s,
+            resume=True,
+        )
+        if self._live_feed is not None:
+            for row in iter_saved_rows(resume.path, resume.frames):
+                self._live_feed.state.append(row)
+        self._tell(resume.describe())
 
     def _analyze(self, message: FrameMessage) -> None:
         assert self._analyzer is not None and self._writer is not None
@@ -536,6 +602,7 @@ class AnalysisSession:
         if self._closed:
             return self.summary()
         self._closed = True
+        self._log.flush()
         self._extra_summary = dict(extra or {})
         try:
             if self._analyzer is None and self._pending:
@@ -546,13 +613,18 @@ class AnalysisSession:
             summary = self.summary()
             if self._writer is not None:
                 assert self._analyzer is not None
-                for record in self._analyzer.finish():
-                    self._append(record)
-                mean = self._write_spot_table()
-                self._finish_blinking()
-                if self._live_feed is not None:
-                    self._live_feed.publish_tables(self._analyzer.spots, mean, self._measured_psf_sigma())
-                self._writer.close(status, summary, status_text=self.status_text(status, message))
+                try:
+                    if self._writer.failed:  # nothing more goes to a file whose writing failed
+                        mean = self._analyzer.running_mean()
+                    else:
+                        for record in self._analyzer.finish():
+                            self._append(record)
+                        mean = self._write_spot_table()
+                        self._finish_blinking()
+                    if self._live_feed is not None:
+                        self._live_feed.publish_tables(self._analyzer.spots, mean, self._measured_psf_sigma())
+                finally:  # always: it releases the file (and raises a write error not raised before)
+                    self._writer.close(status, summary, status_text=self.status_text(status, message))
         except Exception as exc:
             if self._live_feed is not None:
                 self._live_feed.finish("error", f"the analysis could not be finished: {exc}")
@@ -630,6 +702,13 @@ class AnalysisSession:
             out["polarity"] = self._signal.polarity
             if self._polarity is not None:
                 out["polarity_origin"] = self._polarity.origin
+        if self._resume is not None:
+            out["resumed"] = {
+                "from_frame": self._resume.frames,
+                "from_seq": self._resume.next_seq,
+                "previous_status": self._resume.previous_status,
+                "previous_summary": self._resume.previous_summary,
+            }
         return out
 
 

@@ -61,6 +61,19 @@ class SpotCatalog:
         self.count += k
         return ids
 
+    def restore(self, xy: np.ndarray, weight: np.ndarray, first_frame: np.ndarray) -> None:
+        """Replace the catalog by saved spots (resuming a run): positions (S, 2), weights and discovery frames (S,)."""
+        xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+        n = xy.shape[0]
+        capacity = max(self._xy.shape[0], n)
+        self._xy = np.zeros((capacity, 2))
+        self._weight = np.zeros(capacity)
+        self._first_frame = np.zeros(capacity, dtype=np.int64)
+        self._xy[:n] = xy
+        self._weight[:n] = weight
+        self._first_frame[:n] = first_frame
+        self.count = n
+
     def shift(self, delta_xy: np.ndarray) -> None:
         """Move every reference position by ``delta_xy`` (a change of the reference offset)."""
         self._xy[: self.count] += np.asarray(delta_xy, dtype=np.float64)

@@ -513,7 +513,9 @@ def default_settings() -> Settings:
     return load_settings()
 
 
-def load_settings(user_file: str | Path | None = None, overrides: list[str] | None = None) -> Settings:
+def load_settings(
+    user_file: str | Path | None = None, overrides: list[str] | None = None, *, saved_json: str | None = None
+) -> Settings:
     """Load the defaults, then a user's TOML file, then ``section.key=value`` overrides.
 
     Parameters
@@ -522,6 +524,9 @@ def load_settings(user_file: str | Path | None = None, overrides: list[str] | No
         A TOML file with the same sections as ``default.toml``; only changed keys needed.
     overrides : list of str, optional
         ``section.key=value`` strings (values in TOML syntax; bare words are strings).
+    saved_json : str, optional
+        Settings saved by :meth:`Settings.to_json` (a result file's ``settings_json``,
+        to resume its analysis): they take the defaults' place, below the file and overrides.
 
     Returns
     -------
@@ -534,6 +539,12 @@ def load_settings(user_file: str | Path | None = None, overrides: list[str] | No
     """
     text = resources.files("plstream.config").joinpath("default.toml").read_text(encoding="utf-8")
     tree = _merge({}, tomllib.loads(text), "default.toml")
+    if saved_json is not None:
+        try:
+            saved = json.loads(saved_json)
+        except ValueError as exc:
+            raise SettingsError(f"the saved settings are not valid JSON ({exc})") from None
+        tree = _merge(tree, saved if isinstance(saved, dict) else {}, "the saved settings")
     if user_file is not None:
         path = Path(user_file)
         try:

@@ -1,7 +1,5 @@
 """Allow ``python -m plstream``."""
 
-import sys
+from plstream.cli import entry
 
-from plstream.cli import main
-
-sys.exit(main())
+entry()

@@ -13,8 +13,11 @@ a bug, reported as an internal error with the traceback saved to a log file.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -22,7 +25,7 @@ from plstream.commands import COMMANDS
 from plstream.errors import EXIT_ERROR, EXIT_INTERRUPTED, user_error_types, write_crash_log
 from plstream.parser import build_parser
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "entry", "main"]
 
 
 _CHATTY_LIBRARIES = ("pymmcore-plus", "pymmcore_plus", "harvesters", "numba")
@@ -68,3 +71,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_ERROR
+
+
+def entry() -> None:
+    """The ``plstream`` program: :func:`main`, then leave at once.
+
+    Everything a command opened is closed by the time it returns (files,
+    sockets, the source process), so the interpreter's own teardown is
+    skipped: with numba loaded it takes about a second, which a Ctrl-C
+    would otherwise wait for. Output and logs are flushed first.
+    """
+    status = main()
+    gc.collect()  # runs the finalizers that release multiprocessing's semaphores (else its tracker warns)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing more can be said
+            stream.flush()
+    os._exit(status)

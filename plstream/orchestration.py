@@ -19,9 +19,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+import os
 import queue
+import shutil
 import signal
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -34,6 +35,7 @@ import zmq
 
 from plstream.acquire_adapters.base import FrameSource, InputError
 from plstream.analysis.result_file import ResultWriteError
+from plstream.analysis.resume import ResumePoint
 from plstream.analysis.session import SOURCE_DIED as _SOURCE_DIED
 from plstream.analysis.session import (
     AnalysisError,
@@ -43,16 +45,26 @@ from plstream.analysis.session import (
     run_analysis,
 )
 from plstream.config import Settings
+from plstream.lifecycle import die_with_parent, private_folder, stop_on_signals
 from plstream.recording import RecordedSource, RecordingPlan, RecordingSubscriber
 from plstream.source_spec import SourceSpec, build_source
 from plstream.stream import FramePublisher, FrameSubscriber, LiveResultServer, publish
+from plstream.stream.messages import EndMessage
 from plstream.stream.security import Security, SocketSecurity
 
-__all__ = ["AnalysisOutcome", "analyze_stream", "analyze_with_source_process", "publish_source", "stop_on_sigint"]
+__all__ = [
+    "AnalysisOutcome",
+    "analyze_stream",
+    "analyze_with_source_process",
+    "publish_source",
+    "stop_on_sigint",
+    "stop_on_signals",
+]
 
 logger = logging.getLogger(__name__)
 
 _JOIN_TIMEOUT_S = 10.0
+_KILL_WAIT_S = 3.0
 
 
 @dataclass
@@ -67,6 +79,14 @@ class AnalysisOutcome:
     source_counters: dict[str, Any] = field(default_factory=dict)
 
 
+def stop_on_sigint(stop_event: threading.Event) -> contextlib.AbstractContextManager[None]:
+    """Ctrl-C, SIGTERM and SIGHUP set ``stop_event`` (a clean stop); a second one interrupts at once.
+
+    The name predates SIGTERM and SIGHUP; see :func:`plstream.lifecycle.stop_on_signals`.
+    """
+    return stop_on_signals(stop_event)
+
+
 @contextlib.contextmanager
 def _secured(context: zmq.Context, security: Security | None) -> Iterator[SocketSecurity | None]:
     """The context's :class:`SocketSecurity` under ``security`` (None: loopback endpoints only)."""
@@ -75,27 +95,6 @@ def _secured(context: zmq.Context, security: Security | None) -> Iterator[Socket
         return
     with security.on(context) as secured:
         yield secured
-
-
-@contextlib.contextmanager
-def stop_on_sigint(stop_event: threading.Event) -> Iterator[None]:
-    """First Ctrl-C sets ``stop_event`` (a clean stop); a second one interrupts at once."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.getsignal(signal.SIGINT)
-
-    def handler(signum: int, frame: Any) -> None:
-        if stop_event.is_set():
-            raise KeyboardInterrupt
-        logger.warning("stopping: finishing the frames already received (Ctrl-C again to abort)")
-        stop_event.set()
-
-    signal.signal(signal.SIGINT, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def publish_source(
@@ -140,17 +139,26 @@ def publish_source(
             monitor_endpoint=monitor_endpoint or None,
             security=secured,
         ) as publisher:
-            return publish(
-                source,
-                publisher,
-                stop_event=stop_event,
-                heartbeat_interval_s=settings.stream.heartbeat_interval_s,
-                queue_frames=queue_frames,
-                progress=progress,
-                ready_timeout_s=settings.stream.ready_timeout_s,
-                on_waiting=on_waiting,
-                max_frames=spec.max_frames,
-            )
+            ended = False
+            try:
+                counters = publish(
+                    source,
+                    publisher,
+                    stop_event=stop_event,
+                    heartbeat_interval_s=settings.stream.heartbeat_interval_s,
+                    queue_frames=queue_frames,
+                    progress=progress,
+                    ready_timeout_s=settings.stream.ready_timeout_s,
+                    on_waiting=on_waiting,
+                    max_frames=spec.max_frames,
+                    peer_timeout_s=settings.stream.peer_timeout_s,
+                    first_seq=spec.first_seq,
+                )
+                ended = not stop_event.is_set()
+                return counters
+            finally:
+                if not ended:  # stopped, failed, or the consumer is gone: nothing queued is worth waiting for
+                    publisher.close(linger_ms=0)
 
 
 def _live_queue_frames(settings: Settings, description: dict[str, Any]) -> int:
@@ -164,18 +172,64 @@ def _live_queue_frames(settings: Settings, description: dict[str, Any]) -> int:
     return max(2, min(settings.stream.live_queue_frames, by_memory))
 
 
-def _source_process_main(spec: SourceSpec, endpoint: str, settings: Settings, stop_event: Any, results: Any) -> None:
-    """Entry point of the spawned source process."""
+class _StopFlag:
+    """The source process's stop request: set by its parent (``event``) or, lock-free, by a signal handler here."""
+
+    def __init__(self, event: Any) -> None:
+        self._event = event
+        self._local = False
+
+    def set(self) -> None:
+        self._local = True
+
+    def is_set(self) -> bool:
+        return self._local or bool(self._event.is_set())
+
+
+def _source_process_main(
+    spec: SourceSpec,
+    endpoint: str,
+    settings: Settings,
+    stop_event: Any,
+    results: Any,
+    parent_pid: int | None = None,
+    folder: str = "",
+) -> None:
+    """Entry point of the spawned source process; it stops when its parent (``parent_pid``) is gone.
+
+    ``folder`` is the parent's private IPC folder: removed here if the parent
+    died without removing it.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     logging.basicConfig(level=logging.WARNING, format="plstream source: %(levelname)s: %(message)s")
+    stop = _StopFlag(stop_event)
+
+    def remove_orphaned_folder() -> None:
+        if folder and parent_pid is not None and os.getppid() != parent_pid:
+            shutil.rmtree(folder, ignore_errors=True)  # its owner was killed before it could
+
+    if parent_pid is not None:
+
+        def parent_gone() -> None:
+            stop.set()
+            remove_orphaned_folder()
+
+        die_with_parent(parent_pid, parent_gone)
     try:
-        counters = publish_source(spec, endpoint, settings, bind=False, stop_event=stop_event)
+        counters = publish_source(spec, endpoint, settings, bind=False, stop_event=stop)
         results.put(("ok", counters))
     except InputError as exc:
         results.put(("error", str(exc)))
     except Exception as exc:
         logger.debug("source process failed", exc_info=True)
         results.put(("error", f"the frame source failed: {type(exc).__name__}: {exc}"))
+    # The source is closed and the sockets are gone: hand the result over and leave at once (the
+    # interpreter's own teardown, with numba loaded, takes about a second that the parent would wait).
+    remove_orphaned_folder()
+    results.close()
+    results.join_thread()
+    logging.shutdown()
+    os._exit(0)
 
 
 @contextlib.contextmanager
@@ -188,11 +242,13 @@ def _serving_live_results(
     on_live_ready: Callable[[str], None] | None,
     linger_s: float,
     security: SocketSecurity | None,
+    skip_linger: Callable[[], bool] = lambda: False,
 ) -> Iterator[None]:
     """Serve ``session.live`` on ``endpoint`` for the duration of the block, then ``linger_s`` more.
 
     Raises :class:`~plstream.stream.LiveEndpointError` (an OSError) when the
-    endpoint cannot be bound. The linger is skipped when the block raised.
+    endpoint cannot be bound. The linger is skipped when the block raised or
+    ``skip_linger()`` is true (the user asked to stop).
     """
     live = session.live
     assert live is not None, "the session needs live=True"
@@ -209,7 +265,7 @@ def _serving_live_results(
         if on_live_ready is not None:
             on_live_ready(server.endpoint)
         yield
-        if linger_s > 0:
+        if linger_s > 0 and not skip_linger():
             logger.debug("serving the final live results %.1f s more", linger_s)
             try:
                 time.sleep(linger_s)
@@ -232,6 +288,8 @@ def analyze_stream(
     on_event: Callable[[str], None] | None = None,
     recording: RecordingPlan | None = None,
     security: SocketSecurity | None = None,
+    on_end: Callable[[], None] | None = None,
+    resume: ResumePoint | None = None,
 ) -> AnalysisOutcome:
     """Analyze what ``subscriber`` receives into ``output_path``; always closes the file.
 
@@ -258,7 +316,7 @@ def analyze_stream(
         Seconds live results are still served after the file is closed
         (default ``live.linger_s``).
     context : zmq.Context, optional
-        Context for the live result socket (default: ``security``'s, else a private one).
+        Context for the live result socket (default: a private one).
     on_event : callable, optional
         Told when the analysis prepares for the stream and when it is ready (a sentence).
     recording : RecordingPlan, optional
@@ -267,15 +325,19 @@ def analyze_stream(
     security : SocketSecurity, optional
         Encrypts the live endpoint where other machines can reach it (without
         it, only loopback and ipc endpoints can serve live results).
+    on_end : callable, optional
+        Called as soon as no more frames will be analyzed (before the file is
+        finished), e.g. to let the source process wind down meanwhile.
+    resume : ResumePoint, optional
+        Continue the analysis saved in ``output_path`` (the stream must start
+        at ``resume.next_seq``; see :mod:`plstream.analysis.resume`).
 
     Raises
     ------
     LiveEndpointError
         ``live_endpoint`` cannot be bound (nothing has been analyzed yet).
-    SecurityError
-        ``live_endpoint`` needs keys that are missing or unsafe.
     """
-    session = AnalysisSession(settings, output_path, live=bool(live_endpoint), on_event=on_event)
+    session = AnalysisSession(settings, output_path, live=bool(live_endpoint), on_event=on_event, resume=resume)
     with contextlib.ExitStack() as serving:
         if live_endpoint:
             if context is None:
@@ -289,6 +351,7 @@ def analyze_stream(
                     on_live_ready=on_live_ready,
                     linger_s=settings.live.linger_s if linger_s is None else linger_s,
                     security=security,
+                    skip_linger=stop_event.is_set,
                 )
             )
         error = ""
@@ -312,26 +375,58 @@ def analyze_stream(
             status, error = "error", str(exc)
         except KeyboardInterrupt:
             status = "interrupted"
+        finally:
+            if on_end is not None:
+                on_end()
         recorded = receiver.close() if isinstance(receiver, RecordingSubscriber) else None
-        summary = session.close(status, error, extra={"recording": recorded} if recorded else None)
+        extra: dict[str, Any] = {"stream_counters": dict(subscriber.counters)}
+        if recorded:
+            extra["recording"] = recorded
+        try:
+            summary = session.close(status, error, extra=extra)
+        except ResultWriteError as exc:  # the last rows or the final status could not be written
+            status, error = "error", str(exc)
+            summary = session.summary()
         outcome = AnalysisOutcome(status, summary, session.output_path, session.status, error)
     return outcome
 
 
 @contextlib.contextmanager
-def _local_data_endpoint() -> Iterator[str]:
-    """Where a source process on this machine sends its frames.
+def _local_data_endpoint() -> Iterator[tuple[str, str]]:
+    """Where a source process on this machine sends its frames, and the private folder it lives in ("" for none).
 
     An IPC socket in a private temporary folder where the platform has them
     (only this user can connect, and 512x512 frames replay ~10 % faster than
     over TCP loopback: 549 vs 491 frames/s end to end, ``benchmarks/throughput.py
-    --preset 512``); elsewhere TCP on 127.0.0.1, any free port.
+    --preset 512``); elsewhere TCP on 127.0.0.1, any free port. The folder is
+    removed on every way out of the block (see :func:`plstream.lifecycle.private_folder`).
     """
     if not zmq.has("ipc"):
-        yield "tcp://127.0.0.1:0"
+        yield "tcp://127.0.0.1:0", ""
         return
-    with tempfile.TemporaryDirectory(prefix="plstream-") as folder:
-        yield f"ipc://{folder}/frames"
+    with private_folder() as folder:
+        yield f"ipc://{folder}/frames", str(folder)
+
+
+def _wind_down(process: Any, subscriber: FrameSubscriber, frames_received: Callable[[], int]) -> None:
+    """Wait for the (already told to stop) source process to end; terminate it if it does not.
+
+    Meanwhile whatever it still sends is taken (so it is never stuck in a send)
+    and its end message is confirmed (so it does not wait for that either).
+    """
+    deadline = time.monotonic() + _JOIN_TIMEOUT_S
+    while process.is_alive() and time.monotonic() < deadline:
+        message = subscriber.receive(0.05)
+        if isinstance(message, EndMessage):
+            subscriber.send_done(message.run_uid, frames_received())
+    if process.is_alive():
+        logger.warning("the source process did not stop in %.0f s; terminating it", _JOIN_TIMEOUT_S)
+        process.terminate()
+        process.join(_KILL_WAIT_S)
+    if process.is_alive():
+        process.kill()
+        process.join(_KILL_WAIT_S)
+    process.join(0)
 
 
 def analyze_with_source_process(
@@ -345,66 +440,74 @@ def analyze_with_source_process(
     linger_s: float | None = None,
     on_event: Callable[[str], None] | None = None,
     recording: RecordingPlan | None = None,
+    resume: ResumePoint | None = None,
     security: Security | None = None,
 ) -> AnalysisOutcome:
     """Run the source in a spawned process and analyze its stream here (``run``, ``replay``).
 
-    ``live_endpoint``, ``on_live_ready`` and ``linger_s`` are as in
-    :func:`analyze_stream`: serve live results while analyzing; ``security``
-    encrypts the live endpoint where other machines can reach it (the frames
-    go over a private ipc or loopback socket, never encrypted).
+    ``live_endpoint``, ``on_live_ready``, ``linger_s`` and ``resume`` are as in
+    :func:`analyze_stream` (with ``resume``, ``spec.first_seq`` must be ``resume.next_seq``).
+
+    The source process stops with this one however this one ends (see
+    :func:`plstream.lifecycle.die_with_parent`); Ctrl-C, SIGTERM and SIGHUP
+    stop both cleanly (status ``interrupted``). ``security`` encrypts the live
+    endpoint where other machines can reach it (the frames go over a private
+    ipc or loopback socket, never encrypted).
     """
     stop_event = threading.Event()
     mp = multiprocessing.get_context("spawn")
     source_stop = mp.Event()
     results = mp.Queue()
-    with (
-        zmq.Context() as context,
-        _secured(context, security) as secured,
-        stop_on_sigint(stop_event),
-        _local_data_endpoint() as data_endpoint,
-    ):
-        with FrameSubscriber(
-            context,
-            data_endpoint,
-            bind=True,
-            pattern="data",
-            max_frame_bytes=int(settings.stream.max_frame_mb * 2**20),
-        ) as subscriber:
-            process = mp.Process(
-                target=_source_process_main,
-                args=(spec, subscriber.endpoint, settings, source_stop, results),
-                name="plstream-source",
-                daemon=True,
+    outcome: AnalysisOutcome | None = None
+    with contextlib.ExitStack() as stack:
+        context = stack.enter_context(zmq.Context())
+        secured = stack.enter_context(_secured(context, security))
+        stack.enter_context(stop_on_signals(stop_event, also=(source_stop,)))
+        data_endpoint, folder = stack.enter_context(_local_data_endpoint())
+        subscriber = stack.enter_context(
+            FrameSubscriber(
+                context,
+                data_endpoint,
+                bind=True,
+                pattern="data",
+                max_frame_bytes=int(settings.stream.max_frame_mb * 2**20),
             )
-            process.start()
-            try:
-                outcome = analyze_stream(
-                    subscriber,
-                    settings,
-                    output_path,
-                    stop_event=stop_event,
-                    on_tick=on_tick,
-                    source_alive=process.is_alive,
-                    live_endpoint=live_endpoint,
-                    on_live_ready=on_live_ready,
-                    linger_s=linger_s,
-                    on_event=on_event,
-                    recording=recording,
-                    context=context,
-                    security=secured,
-                )
-            finally:
-                source_stop.set()
-                process.join(_JOIN_TIMEOUT_S)
-                if process.is_alive():
-                    logger.warning("the source process did not stop in %.0f s; terminating it", _JOIN_TIMEOUT_S)
-                    process.terminate()
-                    process.join(_JOIN_TIMEOUT_S)
+        )
+        process = mp.Process(
+            target=_source_process_main,
+            args=(spec, subscriber.endpoint, settings, source_stop, results, os.getpid(), folder),
+            name="plstream-source",
+            daemon=True,
+        )
+        process.start()
+        try:
+            outcome = analyze_stream(
+                subscriber,
+                settings,
+                output_path,
+                stop_event=stop_event,
+                on_tick=on_tick,
+                source_alive=process.is_alive,
+                live_endpoint=live_endpoint,
+                on_live_ready=on_live_ready,
+                linger_s=linger_s,
+                on_event=on_event,
+                recording=recording,
+                context=context,
+                on_end=source_stop.set,
+                resume=resume,
+                security=secured,
+            )
+        finally:
+            source_stop.set()
+            received = outcome.session_status.frames_received if outcome is not None else 0
+            _wind_down(process, subscriber, lambda: received)
+    assert outcome is not None  # analyze_stream returned (had it raised, this line would not be reached)
     try:
-        kind, payload = results.get(timeout=1.0)
+        kind, payload = results.get(timeout=1.0 if process.exitcode == 0 else 0.1)
     except queue.Empty:
         kind, payload = "unknown", {}
+    results.close()
     if kind == "error" and (not outcome.error or outcome.error == _SOURCE_DIED):
         outcome.error = str(payload)  # the source's own words beat "it exited"
         if outcome.status == "complete":

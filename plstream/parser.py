@@ -231,6 +231,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--truth", metavar="TRUTH.h5", help="ground truth to score against (default: <movie>.truth.h5 if present)"
     )
     _add_drift(p)
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="go on with an interrupted replay into the same --out: only the frames after its last saved one "
+        "(a crashed file is recovered first; the analysis settings are those saved in the file)",
+    )
     _add_live(p, dashboard=True)
     _add_security(p, client=False)
     _add_common(p)
@@ -277,6 +283,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--emitters", type=int, help="number of emitters (default: simulation.n_emitters)")
     p.add_argument("--seed", type=int, help="random seed (default: simulation.seed)")
     p.add_argument("--overwrite", action="store_true", help="replace existing files")
+    _add_common(p)
+
+    p = sub.add_parser(
+        "recover",
+        help="make a result file whose writer never closed it (killed, crashed, disk full) readable by any program",
+        description="Check a result file; if its writer never closed it, copy the rows it had committed into a "
+        "file written normally (status 'crashed'), which then replaces it (or goes to --out). A file still being "
+        "written is refused; a closed file is left as it is.",
+    )
+    p.add_argument("result", metavar="RESULT.h5", help="the result file")
+    p.add_argument("--out", metavar="COPY.h5", help="write the recovered copy here and leave RESULT.h5 untouched")
     _add_common(p)
 
     p = sub.add_parser("evaluate", help="score a result file against a simulation's ground truth")

@@ -8,11 +8,13 @@ pickle); :func:`build_source` turns it into a live
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from plstream.acquire_adapters import SimulatedCamera, SimulationParams, open_movie
-from plstream.acquire_adapters.base import FrameSource
+from plstream.acquire_adapters.base import Frame, FrameSource
 from plstream.config import GenicamSettings, MicroManagerSettings, Settings, SimulationSettings
 
 __all__ = ["SourceSpec", "build_source", "simulation_params"]
@@ -40,6 +42,9 @@ class SourceSpec:
         The camera for ``kind="micromanager"`` (``[camera.micromanager]``).
     max_frames : int | None
         End the run after this many frames (a camera otherwise runs until stopped).
+    first_seq : int
+        Send only the frames from this ``seq`` on (a resumed file replay); the
+        ones before are read and skipped.
     """
 
     kind: str
@@ -48,6 +53,7 @@ class SourceSpec:
     genicam: GenicamSettings | None = None
     micromanager: MicroManagerSettings | None = None
     max_frames: int | None = None
+    first_seq: int = 0
 
     @property
     def live(self) -> bool:
@@ -66,8 +72,8 @@ class SourceSpec:
         return cls(kind="simulated", simulation=settings.simulation)
 
     @classmethod
-    def file(cls, path: str | Path) -> SourceSpec:
-        return cls(kind="file", path=str(path))
+    def file(cls, path: str | Path, *, first_seq: int = 0) -> SourceSpec:
+        return cls(kind="file", path=str(path), first_seq=int(first_seq))
 
     @classmethod
     def named(cls, name: str, settings: Settings, *, max_frames: int | None = None) -> SourceSpec:
@@ -105,6 +111,26 @@ def simulation_params(sim: SimulationSettings) -> SimulationParams:
     )
 
 
+class _FromSeq:
+    """A source's frames from ``first_seq`` on (a resumed replay); the earlier ones are read and dropped."""
+
+    def __init__(self, source: FrameSource, first_seq: int) -> None:
+        self._source = source
+        self._first_seq = first_seq
+
+    def describe(self) -> dict[str, Any]:
+        return {**self._source.describe(), "first_seq": self._first_seq}
+
+    def __iter__(self) -> Iterator[Frame]:
+        return (frame for frame in self._source if frame.seq >= self._first_seq)
+
+    def stop(self) -> None:
+        self._source.stop()
+
+    def close(self) -> None:
+        self._source.close()
+
+
 def build_source(spec: SourceSpec) -> FrameSource:
     """Open the source a spec describes (a camera is opened and configured here).
 
@@ -119,7 +145,8 @@ def build_source(spec: SourceSpec) -> FrameSource:
             simulation_params(spec.simulation), seed=spec.simulation.seed, paced=spec.simulation.paced
         )
     if spec.kind == "file":
-        return open_movie(spec.path)
+        movie = open_movie(spec.path)
+        return _FromSeq(movie, spec.first_seq) if spec.first_seq > 0 else movie
     if spec.kind == "genicam" and spec.genicam is not None:
         from plstream.acquire_adapters.cameras.genicam import GenicamCamera
 

@@ -23,6 +23,7 @@ from .messages import FrameMessage as FrameMessage
 from .messages import HeartbeatMessage as HeartbeatMessage
 from .messages import Message as Message
 from .messages import StartMessage as StartMessage
+from .publisher import ConsumerLost as ConsumerLost
 from .publisher import ConsumerTimeout as ConsumerTimeout
 from .publisher import FramePublisher as FramePublisher
 from .publisher import StreamStopped as StreamStopped

@@ -27,6 +27,7 @@ import zmq
 
 from plstream.stream import wire
 from plstream.stream.endpoints import SocketPreparer, StreamError, attach
+from plstream.stream.log_limit import LimitedLog
 from plstream.stream.messages import (
     CONSUMER_KINDS,
     ConsumerHeartbeatMessage,
@@ -41,7 +42,7 @@ from plstream.stream.messages import (
 if TYPE_CHECKING:  # only for annotations (importing the adapters' package would load numpy-heavy modules)
     from plstream.acquire_adapters.base import Frame, FrameSource
 
-__all__ = ["ConsumerTimeout", "FramePublisher", "StreamStopped", "publish"]
+__all__ = ["ConsumerLost", "ConsumerTimeout", "FramePublisher", "StreamStopped", "publish"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,10 @@ StopCheck = Callable[[], bool]
 
 class ConsumerTimeout(StreamError):
     """No consumer took a message within ``consumer_timeout_s``."""
+
+
+class ConsumerLost(StreamError):
+    """The consumer stopped answering (no ``consumer_heartbeat``) for ``peer_timeout_s`` while frames were sent."""
 
 
 class ConsumerNotReady(StreamError):
@@ -169,6 +174,7 @@ class FramePublisher:
         self._done_runs: set[str] = set()
         self._heard_at: float | None = None
         self.consumer_frames_received = -1
+        self._log = LimitedLog(logger)
         self._closed = False
 
     # ------------------------------------------------------------------ endpoints
@@ -277,7 +283,9 @@ class FramePublisher:
                     raise wire.ProtocolError(f"a consumer may send only {', '.join(CONSUMER_KINDS)}", kind=message.kind)
             except wire.ProtocolError as exc:
                 self.counters["consumer_malformed"] += 1
-                logger.warning("skipped a malformed answer from the consumer at %s: %s", self._endpoint, exc)
+                self._log.warning(
+                    "malformed answer", "skipped a malformed answer from the consumer at %s: %s", self._endpoint, exc
+                )
                 continue
             self.counters["consumer_messages"] += 1
             self._heard_at = time.monotonic()
@@ -401,11 +409,15 @@ class FramePublisher:
         )
 
     # ------------------------------------------------------------------ lifetime
-    def close(self) -> None:
-        """Close the sockets; queued data messages get ``linger_ms`` to leave. Safe to call twice."""
+    def close(self, linger_ms: int | None = None) -> None:
+        """Close the sockets; queued data messages get ``linger_ms`` (default: the constructor's) to leave.
+
+        Safe to call twice. ``linger_ms=0`` drops what is queued: for a consumer
+        that is gone or a run that was stopped.
+        """
         self._closed = True
         if getattr(self, "_socket", None) is not None:
-            self._socket.close()
+            self._socket.close(linger=linger_ms)
         if self._monitor is not None:
             self._monitor.close()
 
@@ -496,6 +508,8 @@ def publish(
     on_waiting: Callable[[float], None] | None = None,
     done_timeout_s: float = 30.0,
     max_frames: int | None = None,
+    peer_timeout_s: float | None = None,
+    first_seq: int = 0,
 ) -> dict[str, int | float]:
     """Stream every frame of ``source`` as one run: ``start``, (the consumer's ``ready``), frames, heartbeats, ``end``.
 
@@ -532,6 +546,14 @@ def publish(
     max_frames : int, optional
         End the run (``"complete"``) after this many frames were taken from
         the source (e.g. a camera that would run until stopped).
+    peer_timeout_s : float, optional
+        Once the consumer said ``ready``, stop with :class:`ConsumerLost` when
+        it has not answered (its heartbeats come about once a second) for this
+        long, s: an analyzer that was stopped or crashed never unblocks a
+        send. None: wait for it as long as it takes.
+    first_seq : int
+        The source starts at this ``seq`` (a resumed replay): the frames before
+        it are not counted as lost.
 
     Returns
     -------
@@ -551,12 +573,29 @@ def publish(
         When the publisher's ``consumer_timeout_s`` ran out (no end is sent).
     ConsumerNotReady
         When the consumer did not say ``ready`` within ``ready_timeout_s``.
+    ConsumerLost
+        When the consumer fell silent for ``peer_timeout_s`` (no end is sent:
+        nobody would take it); the message says what was sent and dropped.
     """
     if heartbeat_interval_s <= 0:
         raise ValueError(f"heartbeat_interval_s must be > 0, got {heartbeat_interval_s}")
     if queue_frames is not None and queue_frames < 1:
         raise ValueError(f"queue_frames must be >= 1 (or None for lossless), got {queue_frames}")
-    should_stop: StopCheck = stop_event.is_set if stop_event is not None else (publisher.should_stop or _never)
+    asked_to_stop: StopCheck = stop_event.is_set if stop_event is not None else (publisher.should_stop or _never)
+    lost: list[float] = []  # how long the consumer had been silent, once it counts as gone
+
+    def should_stop() -> bool:
+        if asked_to_stop():
+            return True
+        if peer_timeout_s is None or not publisher.is_ready():
+            return False
+        publisher.poll_consumer()  # a blocked send must still hear the consumer's heartbeats
+        silent = publisher.consumer_silent_s()
+        if silent is not None and silent > peer_timeout_s:
+            lost.append(silent)
+            return True
+        return False
+
     if max_frames is not None and max_frames < 1:
         raise ValueError(f"max_frames must be >= 1 (or None), got {max_frames}")
     reader = _SourceReader(source, queue_frames, max_frames)
@@ -569,7 +608,9 @@ def publish(
             "frames_produced": reader.produced,
             "frames_sent": sent,
             "dropped_queue_full": reader.dropped,
-            "lost_in_source": max(0, max(publisher.last_seq, reader.last_dropped_seq) + 1 - sent - reader.dropped),
+            "lost_in_source": max(
+                0, max(publisher.last_seq, reader.last_dropped_seq) + 1 - first_seq - sent - reader.dropped
+            ),
             "heartbeats": beats,
             "blocked_s": blocked_s,
         }
@@ -618,7 +659,15 @@ def publish(
     # The run accounts for every seq up to the highest one sent or dropped (the source's own count):
     # seqs below it that the source never produced were lost in the camera or its driver.
     n_frames = max(publisher.last_seq, reader.last_dropped_seq) + 1
-    counters["lost_in_source"] = max(0, n_frames - taken)
+    counters["lost_in_source"] = max(0, n_frames - first_seq - taken)
+    if lost and not asked_to_stop():
+        dropped = "" if reader.lossless else f"; {counters['dropped_queue_full']} frames were dropped meanwhile"
+        raise ConsumerLost(
+            f"the consumer at {publisher.endpoint} has not answered for {lost[-1]:.0f} s "
+            f"(stream.peer_timeout_s = {peer_timeout_s:g} s): it was stopped or crashed. Stopped sending after "
+            f"{counters['frames_sent']} frames (last seq {publisher.last_seq}){dropped}; "
+            f"{counters['discarded_on_stop']} taken from the source were not sent"
+        )
     if failure is not None:
         reason, message = "error", f"the frame source failed: {failure}"
         logger.error("%s; ending the run", message)

@@ -108,6 +108,14 @@ class SequenceTracker:
         """One past the highest ``seq`` known to exist (received or announced by the producer)."""
         return self._next
 
+    def continue_from(self, next_seq: int, gaps: list[tuple[int, int]]) -> None:
+        """Count frames ``0 .. next_seq-1`` as seen except ``gaps`` (a resumed analysis); before any message."""
+        if self.run_uid is not None or self._next:
+            raise RuntimeError("continue_from() must come before the first message")
+        self._next = int(next_seq)
+        for first, last in gaps:
+            self._add_gap(int(first), int(last))
+
     # ------------------------------------------------------------------ events
     def observe(self, message: Message) -> FrameVerdict | None:
         """Account for any stream message; returns the verdict for a frame, else None."""

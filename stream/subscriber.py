@@ -18,6 +18,7 @@ import zmq
 
 from plstream.stream import wire
 from plstream.stream.endpoints import SocketPreparer, attach
+from plstream.stream.log_limit import LimitedLog
 from plstream.stream.messages import (
     SOURCE_KINDS,
     ConsumerHeartbeatMessage,
@@ -106,6 +107,7 @@ class FrameSubscriber:
         except BaseException:
             self._socket.close()
             raise
+        self._log = LimitedLog(logger)  # a flood of bad messages: a few lines per 5 s, the rest counted
         self.counters: dict[str, int] = dict.fromkeys(
             ("received", "frames", "malformed", "heartbeats", "answers_sent", "answers_undelivered"), 0
         )
@@ -124,8 +126,8 @@ class FrameSubscriber:
     def receive(self, timeout_s: float) -> Message | None:
         """Return the next valid message, or ``None`` when none came within ``timeout_s`` seconds.
 
-        Malformed messages are logged, counted (``malformed``) and skipped;
-        this never raises for what a peer sends.
+        Malformed messages are logged (a few lines per 5 s at most), counted
+        (``malformed``) and skipped; this never raises for what a peer sends.
         """
         deadline = time.monotonic() + max(0.0, timeout_s)
         while True:
@@ -143,7 +145,7 @@ class FrameSubscriber:
                     raise wire.ProtocolError("a source may not send this kind", kind=message.kind)
             except wire.ProtocolError as exc:
                 self.counters["malformed"] += 1
-                logger.warning("skipped a malformed message from %s: %s", self._endpoint, exc)
+                self._log.warning("malformed message", "skipped a malformed message from %s: %s", self._endpoint, exc)
                 if time.monotonic() >= deadline:  # a flood of bad messages cannot hold the caller past its timeout
                     return None
                 continue
@@ -190,6 +192,7 @@ class FrameSubscriber:
     # ------------------------------------------------------------------ lifetime
     def close(self) -> None:
         """Close the socket (pending messages are discarded). Safe to call twice."""
+        self._log.flush()
         self._socket.close()
 
     def __enter__(self) -> FrameSubscriber:

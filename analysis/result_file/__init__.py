@@ -14,14 +14,16 @@ Examples
 (T, S)
 """
 
+from plstream.analysis.result_file.errors import ResultFileLocked, ResultWriteError
 from plstream.analysis.result_file.layout import LAYOUT_VERSION, FrameRecord
 from plstream.analysis.result_file.reader import ResultFileError, ResultFollower, Results, load_results
-from plstream.analysis.result_file.writer import ResultWriteError, ResultWriter
+from plstream.analysis.result_file.writer import ResultWriter
 
 __all__ = [
     "LAYOUT_VERSION",
     "FrameRecord",
     "ResultFileError",
+    "ResultFileLocked",
     "ResultFollower",
     "ResultWriteError",
     "ResultWriter",

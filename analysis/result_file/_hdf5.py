@@ -11,6 +11,9 @@ from __future__ import annotations
 import datetime as _dt
 import errno
 import json
+import logging
+import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -41,6 +44,8 @@ from plstream.analysis.result_file.layout import (
     FrameShape,
     rotation_center_xy,
 )
+
+logger = logging.getLogger(__name__)
 
 
 def utc_now() -> str:
@@ -101,6 +106,52 @@ def create_result_file(
     return f
 
 
+_FINAL_ATTRS = ("summary_json", "frames_analyzed", "closed_utc", "status_text", "writer_json")
+
+
+def reopen_result_file(path: Path, note: dict[str, Any]) -> tuple[h5py.File, dict[str, Any]]:
+    """Reopen a closed result file to append to it (a resumed analysis), in SWMR mode again.
+
+    The file must be closed (not live, not crashed: ``plstream recover`` first)
+    and hold exactly what its commit record counts. Its final attributes are
+    removed (it is running again), ``status`` becomes ``running``, and ``note``
+    is appended to the list in ``resumed_json``. Returns the file and what it
+    holds: ``frames``, ``spots``, ``gaps``, ``gap_rows`` (the gap dataset's
+    length) and the spot table ``table`` (x, y, first_frame).
+    """
+    try:
+        f = h5py.File(path, "r+", libver="latest", **file_access())
+    except OSError as exc:
+        raise OSError(
+            f"{path} cannot be reopened to resume it ({exc}); if its writer crashed, run 'plstream recover {path}'"
+        ) from exc
+    try:
+        if int(f.attrs.get("layout_version", 0)) != LAYOUT_VERSION:
+            version = f.attrs.get("layout_version")
+            raise ValueError(f"{path} has layout version {version}; only version {LAYOUT_VERSION} can be resumed")
+        commit = f[COMMIT_PATH][()]
+        frames, spots, gaps = int(commit["frames"]), int(commit["spots"]), int(commit["gaps"])
+        extents = {spec.path: f[spec.path].shape for spec in FRAME_DATASETS if spec.path in f}
+        if any(shape[0] != frames for shape in extents.values()):
+            raise ValueError(f"{path} holds rows its commit record does not count; run 'plstream recover' first")
+        resumed = json.loads(f.attrs.get("resumed_json", "[]") or "[]")
+        f.attrs["resumed_json"] = json.dumps([*resumed, note], default=json_default)
+        f.attrs["status"] = "running"
+        for key in _FINAL_ATTRS:
+            if key in f.attrs:
+                del f.attrs[key]
+        f[COMMIT_PATH][()] = commit_record(frames, spots, gaps, writer_closed=False)
+        table = tuple(np.asarray(f[spec.path][:spots]) for spec in SPOT_DATASETS)
+        state = {"frames": frames, "spots": spots, "gaps": gaps, "gap_rows": f[GAP_DATASET.path].shape[0]}
+        state["table"] = table
+        f.flush()
+        f.swmr_mode = True
+    except BaseException:
+        f.close()
+        raise
+    return f, state
+
+
 def creation_attrs(run_info: dict[str, str], plstream_version: str) -> dict[str, Any]:
     """The root attributes written at creation; checks the caller's ``run_info``."""
     attrs: dict[str, Any] = {
@@ -145,6 +196,74 @@ def commit_record(frames: int, spots: int, gaps: int, *, writer_closed: bool) ->
 def is_lock_error(exc: OSError) -> bool:
     """The error of opening a file that another process holds locked."""
     return exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK) or "unable to lock file" in str(exc)
+
+
+_HDF5_ERRNO = re.compile(r"errno = (\d+), error message = '([^']*)'")
+
+
+def os_error_of(exc: BaseException) -> tuple[int | None, str]:
+    """The operating system's errno and words behind an h5py error, e.g. ``(28, "No space left on device")``.
+
+    HDF5 reports a failed ``write()`` inside a RuntimeError's text ("errno =
+    28, error message = ..."); an OSError carries it as ``errno``. ``(None, "")``
+    when the error did not come from the operating system.
+    """
+    found = _HDF5_ERRNO.search(str(exc))
+    if found:
+        return int(found.group(1)), found.group(2)
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return exc.errno, exc.strerror or os.strerror(exc.errno)
+    return None, ""
+
+
+def abandon(f: h5py.File, keep_alive: tuple[Any, ...] = ()) -> bool:
+    """Close a result file after a failed write without letting HDF5 write one more byte to it.
+
+    After a write error HDF5's state no longer matches the disk: closing the
+    file normally makes HDF5 flush its remaining metadata, which on a full disk
+    (or past a file-size limit) half succeeds, breaks the file ("wrong fractal
+    heap header signature") and then crashes the process at exit (a failed
+    ``H5Fclose`` leaves the library inconsistent; measured with h5py 3.16 /
+    HDF5 2.0). So HDF5's file descriptor is first pointed at the null device:
+    every later write goes nowhere and succeeds, and the file on disk stays
+    exactly as the failure left it. In SWMR mode that is a valid file holding
+    everything up to the last commit, like after ``kill -9``.
+
+    A failure in the middle of a metadata flush leaves HDF5 unable to close
+    the file at all ("slist already enabled?"), and closing the file's
+    objects later then crashes. The file and ``keep_alive`` (objects holding
+    its dataset ids) are then never freed: they stay open, harmlessly (every
+    write goes to the null device), until the process ends.
+
+    Returns True when the file was closed.
+    """
+    name = f.filename  # never ask a file that failed to close: HDF5 crashes then
+    try:
+        handle = f.id.get_vfd_handle()
+    except (OSError, RuntimeError, ValueError) as exc:
+        handle = None
+        logger.debug("no file descriptor for %s: %s", name, exc)
+    if isinstance(handle, int) and handle >= 0:
+        null = os.open(os.devnull, os.O_RDWR)
+        try:
+            os.dup2(null, handle)
+        finally:
+            os.close(null)
+        try:
+            f.close()
+            return True
+        except (OSError, RuntimeError) as exc:
+            logger.debug("HDF5 cannot close %s after the write error: %s", name, exc)
+    _never_free(f, *keep_alive)
+    return False
+
+
+def _never_free(*objects: Any) -> None:
+    """Keep ``objects`` alive until the process ends: freeing them would make HDF5 close them, and crash."""
+    import ctypes
+
+    for obj in objects:
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(obj))
 
 
 def write_final_attrs(
@@ -282,8 +401,8 @@ class FileSink:
     """The writer thread's side of an open SWMR result file.
 
     Writes blocks of frames, the spot table, gaps and the mean image, and commits. Used by one
-    thread only. :attr:`where` names the dataset and frame of the operation in
-    progress, for error messages. Uses h5py's low-level calls (``set_extent``,
+    thread only. :attr:`where` names the operation, the dataset and the first
+    frame of what is being written (for error messages). Uses h5py's low-level calls (``set_extent``,
     hyperslab ``write``): 3-6x less overhead per call than slicing syntax.
 
     Parameters
@@ -302,15 +421,25 @@ class FileSink:
         self.frames = 0
         self.spots = 0
         self.gaps = 0
+        self.committed = 0  # frames vouched for by the last commit record
         self._gap_rows = 0  # the dataset's length: the most gaps ever written
-        self.where = ("(file)", -1)
+        self.where = ("open", "(file)", -1)
         self._inferred_first: list[int] = []
         self._table: SpotTable = (np.zeros(0), np.zeros(0), np.zeros(0, np.int64))
         self._table_dirty = False
         self._spot_table_len = 0
 
+    def resume(self, state: dict[str, Any]) -> None:
+        """Continue after what a reopened file holds (``state`` from :func:`reopen_result_file`)."""
+        self.frames = self.committed = int(state["frames"])
+        self.spots = self._spot_table_len = int(state["spots"])
+        self.gaps, self._gap_rows = int(state["gaps"]), int(state["gap_rows"])
+        x, y, first = state["table"]
+        self._table = (np.asarray(x, np.float64), np.asarray(y, np.float64), np.asarray(first, np.int64))
+        self._inferred_first = [int(v) for v in first]
+
     def _at(self, operation: str, dataset: str, frame: int) -> None:
-        self.where = (dataset, frame)
+        self.where = (operation, dataset, frame)
         self._before_io(operation, dataset, frame)
 
     def _write(self, path: str, source: np.ndarray, count: tuple[int, ...], start: tuple[int, ...]) -> None:
@@ -453,10 +582,15 @@ class FileSink:
             self._write(path, mean_image, mean_image.shape, (0, 0))
         if blinking is not None:
             self._write_blinking(blinking, t)
-        self._at("flush", "(flush)", t)
+        first = self.committed
+        for path, dsid in self._ids.items():  # one dataset at a time, so an error names the one that failed
+            self._at("flush", path, first)
+            dsid.flush()
+        self._at("flush", "(file metadata)", first)
         self.file.flush()  # the data first ...
-        self._at("write", COMMIT_PATH, t)
+        self._at("write", COMMIT_PATH, first)
         record = commit_record(t, s, self.gaps, writer_closed=final)
         self._commit_id.write(h5s.ALL, h5s.ALL, record)
-        self._at("flush", "(flush)", t)
+        self._at("flush", COMMIT_PATH, first)
         self.file.flush()  # ... then the record that vouches for them
+        self.committed = t

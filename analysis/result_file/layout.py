@@ -61,6 +61,9 @@ RESERVED_ATTRS = frozenset(
 #: JSON attributes written at creation; "{}" when the caller gives none.
 RUN_INFO_JSON = ("settings_json", "source_json", "camera_json", "units_json", "analysis_json")
 FINAL_STATUSES = ("complete", "interrupted", "error")
+"""The statuses a writer closes a file with."""
+RECOVERED_STATUS = "crashed"
+"""The status ``plstream recover`` gives the copy of a file whose writer never closed it."""
 
 # Chunk shapes: ~64-128 KiB per (T, S) chunk (256 frames x 64 spots), so a
 # 1e6-frame x 5000-spot run has ~3e5 chunks and one spot's whole trace is

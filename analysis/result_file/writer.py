@@ -17,6 +17,7 @@ Examples
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -31,9 +32,11 @@ import numpy as np
 from plstream import __version__
 from plstream.analysis.result_file import _hdf5 as _io
 from plstream.analysis.result_file import layout
+from plstream.analysis.result_file.errors import ResultFileLocked, ResultWriteError
 from plstream.analysis.result_file.layout import FloatArray, FrameRecord, FrameShape, IntArray
+from plstream.analysis.result_file.lock import ResultLock, ensure_unlocked
 
-__all__ = ["ResultWriteError", "ResultWriter", "check_destination"]
+__all__ = ["ResultFileLocked", "ResultWriteError", "ResultWriter", "check_destination"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +44,24 @@ _TRACE_FIELDS = tuple(s.field for s in layout.TRACE_DATASETS)
 _OPTIONAL_FIELDS = frozenset({"segmented"})  # FrameRecord fields that may be None (written as fill values)
 
 
-def check_destination(path: Path, overwrite: bool) -> None:
-    """Raise a clear error if a result file cannot be created at ``path``."""
+_WHY = {
+    errno.ENOSPC: "the disk is full",
+    errno.EFBIG: "the file-size limit was reached",
+    errno.EDQUOT: "the disk quota is used up",
+    errno.EIO: "an I/O error: a failing disk, or a lost network file system?",
+    errno.EROFS: "the file system became read-only",
+}
+
+
+def check_destination(path: Path, overwrite: bool, *, check_lock: bool = True) -> None:
+    """Raise a clear error if a result file cannot be created at ``path``.
+
+    A file that another live process is writing (it holds ``<path>.lock``)
+    is refused even with ``overwrite``: :class:`ResultFileLocked` (``check_lock=False``
+    skips this, for the holder of the lock itself).
+    """
+    if check_lock:
+        ensure_unlocked(path)
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a folder; give a file name for --out, e.g. {path / 'run.h5'}")
     if path.exists() and not overwrite:
@@ -56,21 +75,6 @@ def check_destination(path: Path, overwrite: bool) -> None:
         raise PermissionError(
             f"cannot write results to {path}: the folder {folder} is not writable; choose another --out"
         )
-
-
-class ResultWriteError(OSError):
-    """Writing the result file failed (disk full, permission, I/O error).
-
-    The message names the file, the dataset and the frame index; the same
-    facts are in :attr:`path`, :attr:`dataset` and :attr:`frame`. Results
-    flushed before the failure stay readable.
-    """
-
-    def __init__(self, message: str, *, path: Path, dataset: str = "", frame: int = -1) -> None:
-        super().__init__(message)
-        self.path = path
-        self.dataset = dataset
-        self.frame = frame
 
 
 class ResultWriter:
@@ -114,13 +118,35 @@ class ResultWriter:
     signal_units : str
         The unit of the intensities and backgrounds: ``"photons"`` (a known
         camera) or ``"ADU"``; written into the datasets' ``units`` attributes.
+    resume : bool
+        Append to the existing, closed file at ``path`` (a resumed analysis):
+        its rows stay, the next ``append`` is row ``frames`` of the file, and
+        ``run_info`` is added to its ``resumed_json`` list instead of being
+        written at the root. The file must hold only committed rows
+        (``interrupted``, ``error``, or recovered with ``plstream recover``).
 
     Raises
     ------
     FileExistsError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError
         The destination cannot be used; the message says what to do.
+    ResultFileLocked
+        Another live process is writing (or recovering) this file, even with ``overwrite``.
     ResultWriteError
         HDF5 could not create the file.
+
+    Notes
+    -----
+    The writer holds ``<path>.lock`` (:class:`~plstream.analysis.result_file.lock.ResultLock`)
+    from creation until :meth:`close` has written the final attributes.
+
+    When a write fails (disk full, file-size limit, I/O error), the writer
+    thread stops at once and HDF5 writes nothing more to the file (see
+    :func:`~plstream.analysis.result_file._hdf5.abandon`): it stays as the last
+    commit left it, readable with ``swmr=True`` (``load_results`` does that)
+    and by ``plstream recover``, with status ``running`` (final attributes
+    are not written to a failing disk). The :class:`ResultWriteError` names the
+    file, the dataset, the frame and the reason; the next ``append`` or
+    ``close`` raises it, once.
     """
 
     def __init__(
@@ -137,6 +163,7 @@ class ResultWriter:
         finalize_timeout_s: float = 5.0,
         frame_shape: FrameShape | None = None,
         signal_units: str = "photons",
+        resume: bool = False,
     ) -> None:
         if not flush_interval_s > 0:
             raise ValueError(f"flush_interval_s must be > 0 s, got {flush_interval_s}")
@@ -146,15 +173,18 @@ class ResultWriter:
         """(rows, columns) of the mean image, or None when the file has none."""
         self.path = Path(path)
         attrs = _io.creation_attrs(run_info, __version__)
-        check_destination(self.path, overwrite)
+        if not resume:
+            check_destination(self.path, overwrite, check_lock=False)  # the folder and --overwrite, said plainly
+        self._lock = ResultLock(self.path)
+        self._lock.acquire()  # before anything touches the file: a live writer's file is never replaced
         try:
-            h5file = _io.create_result_file(
-                self.path, attrs, overwrite=overwrite, frame_shape=self.frame_shape, signal_units=signal_units
-            )
-        except FileExistsError as exc:
-            raise FileExistsError(f"{self.path} already exists; choose another --out or pass --overwrite") from exc
-        except OSError as exc:
-            raise ResultWriteError(f"cannot create the result file {self.path}: {exc}", path=self.path) from exc
+            if resume:
+                h5file, held = self._reopen(run_info)
+            else:
+                h5file, held = self._create(attrs, overwrite, signal_units), None
+        except BaseException:
+            self._lock.release()
+            raise
         self._flush_interval_s = float(flush_interval_s)
         self._on_flush = on_flush
         self._slow_s = float(slow_flush_warning_s)
@@ -186,8 +216,35 @@ class ResultWriter:
         self._stats = {"flushes": 0, "max_flush_s": 0.0, "slow_flushes": 0}
         self.frames_committed = 0
         """Frames committed by the last flush (updated by the writer thread)."""
+        if held is not None:
+            self._sink.resume(held)
+            self.frames_committed = self._next_index = held["frames"]
+            self._last_spots = self._table_spots = held["spots"]
         self._thread = threading.Thread(target=self._run, name="plstream-result-writer", daemon=True)
         self._thread.start()
+
+    def _reopen(self, run_info: dict[str, str]) -> tuple[Any, dict[str, Any]]:
+        if not self.path.is_file():
+            raise FileNotFoundError(f"no result file at {self.path} to resume")
+        note = {"resumed_utc": _io.utc_now(), "plstream_version": __version__, **run_info}
+        try:
+            h5file, held = _io.reopen_result_file(self.path, note)
+        except (OSError, ValueError) as exc:
+            raise ResultWriteError(f"cannot resume {self.path}: {exc}", path=self.path) from exc
+        if "/images/mean" in h5file:
+            self.frame_shape = _checked_frame_shape(h5file["/images/mean"].shape)
+        return h5file, held
+
+    def _create(self, attrs: dict[str, Any], overwrite: bool, signal_units: str) -> Any:
+        check_destination(self.path, overwrite, check_lock=False)  # again, now that the lock is ours
+        try:
+            return _io.create_result_file(
+                self.path, attrs, overwrite=overwrite, frame_shape=self.frame_shape, signal_units=signal_units
+            )
+        except FileExistsError as exc:
+            raise FileExistsError(f"{self.path} already exists; choose another --out or pass --overwrite") from exc
+        except OSError as exc:
+            raise ResultWriteError(f"cannot create the result file {self.path}: {exc}", path=self.path) from exc
 
     # ------------------------------------------------------------------ caller side
     def __enter__(self) -> ResultWriter:
@@ -204,6 +261,11 @@ class ResultWriter:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def failed(self) -> bool:
+        """The writer thread failed: nothing more is written (the error is raised by ``append`` or ``close``)."""
+        return self._error is not None
 
     @property
     def frames_appended(self) -> int:
@@ -350,11 +412,12 @@ class ResultWriter:
         self._ensemble = dict(attrs)
 
     def close(self, status: str = "complete", summary: dict[str, Any] | None = None, *, status_text: str = "") -> None:
-        """Drain, flush, close the SWMR file, then reopen it to write the final attributes.
+        """Drain, flush, close the SWMR file, then reopen it to write the final attributes; release the lock.
 
-        Idempotent. If the writer thread failed, the file's status becomes
-        "error" and the :class:`ResultWriteError` is raised here unless an
-        earlier ``append`` already raised it.
+        Idempotent. If the writer thread failed, nothing more is written (the
+        file keeps its last commit and status ``running``) and the
+        :class:`ResultWriteError` is raised here unless an earlier ``append``
+        already raised it.
 
         Parameters
         ----------
@@ -373,34 +436,38 @@ class ResultWriter:
         with self._cond:
             self._closing = True
             self._cond.notify_all()
-        self._join_writer()
-        error = self._error
-        summary = dict(summary or {})
-        if error is not None:
-            summary.setdefault("write_error", str(error))
-        attrs = {
-            "status": status if error is None else "error",
-            "status_text": (status_text or status) if error is None else f"error: {error}",
-            "summary_json": json.dumps(summary, default=_io.json_default),
-            "frames_analyzed": np.int64(self._sink.frames if error is None else self.frames_committed),
-            "closed_utc": _io.utc_now(),
-            "writer_json": json.dumps(self._stats),
-        }
         try:
-            group_attrs = {layout.ENSEMBLE_GROUP: self._ensemble} if self._ensemble and error is None else None
-            if _io.write_final_attrs(self.path, attrs, timeout_s=self._finalize_timeout_s, group_attrs=group_attrs):
-                logger.warning(
-                    "%s was held open by a reader; its final status was written without file locking", self.path
-                )
-        except OSError as exc:
-            if error is None:
+            self._join_writer()
+            error = self._error
+            if error is not None:
+                # Nothing more is written to a file whose writing failed: it stays as its last commit left it.
+                if not self._error_delivered:
+                    self._error_delivered = True
+                    raise error
+                return
+            attrs = {
+                "status": status,
+                "status_text": status_text or status,
+                "summary_json": json.dumps(dict(summary or {}), default=_io.json_default),
+                "frames_analyzed": np.int64(self._sink.frames),
+                "closed_utc": _io.utc_now(),
+                "writer_json": json.dumps(self._stats),
+            }
+            try:
+                group_attrs = {layout.ENSEMBLE_GROUP: self._ensemble} if self._ensemble else None
+                if _io.write_final_attrs(self.path, attrs, timeout_s=self._finalize_timeout_s, group_attrs=group_attrs):
+                    logger.warning(
+                        "%s was held open by a reader; its final status was written without file locking", self.path
+                    )
+            except OSError as exc:
                 raise ResultWriteError(
-                    f"all results are in {self.path}, but its final status could not be written: {exc}", path=self.path
+                    f"all results are in {self.path}, but its final status could not be written: {exc}; "
+                    f"'plstream recover {self.path}' marks it",
+                    path=self.path,
                 ) from exc
-            logger.error("could not mark %s as failed: %s", self.path, exc)
-        if error is not None and not self._error_delivered:
-            self._error_delivered = True
-            raise error
+        finally:
+            if not self._thread.is_alive():
+                self._lock.release()
 
     def _validate(self, record: FrameRecord) -> int:
         if record.index != self._next_index:
@@ -471,24 +538,43 @@ class ResultWriter:
     def _run(self) -> None:
         try:
             self._loop()
-        except Exception as exc:  # noqa: BLE001 - any failure is kept and re-raised to the caller
-            dataset, frame = self._sink.where
-            error = ResultWriteError(
-                f"writing the result file {self.path} failed at {dataset}, frame {frame}: {type(exc).__name__}: {exc}",
-                path=self.path,
-                dataset=dataset,
-                frame=frame,
-            )
-            error.errno = getattr(exc, "errno", None)
-            error.__cause__ = exc
-            logger.error("%s; results up to frame %d stay readable", error, self.frames_committed - 1)
+        except Exception as exc:  # any failure is kept and re-raised to the caller
+            # First make sure HDF5 writes nothing more: on a full disk, what it would
+            # write now (metadata of a flush that failed) is what breaks the file.
+            if not _io.abandon(self._sink.file, keep_alive=(self._sink,)):
+                logger.debug("%s stays open until the process ends (HDF5 cannot close it after the error)", self.path)
+            error = self._failure(exc)
+            logger.debug("the result writer stopped: %s", error, exc_info=exc)
             with self._cond:
                 self._error = error
                 self._cond.notify_all()
-            try:
-                self._sink.file.close()
-            except (OSError, RuntimeError) as close_exc:
-                logger.error("closing %s after the write error failed too: %s", self.path, close_exc)
+
+    def _failure(self, exc: Exception) -> ResultWriteError:
+        """The error to give the caller for the writer thread's ``exc``: what, where, why, and what is kept."""
+        operation, dataset, frame = self._sink.where
+        code, words = _io.os_error_of(exc)
+        if code is not None:
+            why = _WHY.get(code)
+            reason = f"[Errno {code}] {words}" + (f" ({why})" if why else "")
+        else:
+            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        committed = self.frames_committed
+        kept = (
+            f"the {committed} frames committed before it (0-{committed - 1}) stay readable"
+            if committed
+            else "no frame had been committed yet"
+        )
+        error = ResultWriteError(
+            f"writing the result file {self.path} failed at {dataset}, frame {frame} ({operation}): {reason}; "
+            f"nothing more was written to it and {kept} ('plstream recover {self.path}' makes a copy "
+            "that any HDF5 program opens)",
+            path=self.path,
+            dataset=dataset,
+            frame=frame,
+        )
+        error.errno = code
+        error.__cause__ = exc
+        return error
 
     def _loop(self) -> None:
         # One full block per pass, so a backlog never holds up the commit cadence:

@@ -11,6 +11,7 @@ COMMANDS = {
     "analyze": "plstream.commands.split_run:analyze",
     "simulate": "plstream.commands.simulate:simulate",
     "evaluate": "plstream.commands.simulate:evaluate",
+    "recover": "plstream.commands.recover:recover",
     "dashboard": "plstream.commands.dashboard:dashboard",
     "keys": "plstream.commands.keys:keys",
     "export": "plstream.commands.export:export",

@@ -36,9 +36,12 @@ __all__ = [
 logger = logging.getLogger("plstream")
 
 
-def settings_from(args: argparse.Namespace) -> Settings:
-    """Defaults < ``--settings`` < ``--set``, then the flags that stand for settings (camera, units, --overwrite)."""
-    settings = load_settings(args.settings, args.overrides)
+def settings_from(args: argparse.Namespace, *, saved_json: str | None = None) -> Settings:
+    """Defaults < ``--settings`` < ``--set``, then the flags that stand for settings (camera, units, --overwrite).
+
+    ``saved_json``: a result file's settings, in the defaults' place (to resume its analysis).
+    """
+    settings = load_settings(args.settings, args.overrides, saved_json=saved_json)
     if getattr(args, "overwrite", False):
         settings = settings.replace("output", overwrite=True)
     spec = getattr(args, "drift_spots", None) or settings.drift.reference_spots
@@ -94,10 +97,12 @@ def truth_path_for(result: Path) -> Path:
 def report(outcome: AnalysisOutcome, elapsed_s: float) -> None:
     """The summary lines of a finished analysis (stdout)."""
     s = outcome.session_status
-    rate = s.frames_analyzed / elapsed_s if elapsed_s > 0 else 0.0
+    analyzed = s.frames_analyzed - s.frames_before
+    rate = analyzed / elapsed_s if elapsed_s > 0 else 0.0
     source = f" of {s.source_frames}" if s.source_frames is not None else ""
+    before = f" ({s.frames_before} before the resume)" if s.frames_before else ""
     print(
-        f"plstream: analyzed {s.frames_analyzed}{source} frames in {elapsed_s:.1f} s ({rate:.0f} frames/s); "
+        f"plstream: analyzed {s.frames_analyzed}{source} frames{before} in {elapsed_s:.1f} s ({rate:.0f} frames/s); "
         f"{s.spots} spots; {s.frames_missing} frames missing in {s.gaps} gaps; {s.frames_failed} failed"
     )
     summary = outcome.summary

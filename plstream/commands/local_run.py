@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from plstream.commands._common import (
     check_output,
@@ -38,6 +40,9 @@ from plstream.recording import RecordingPlan
 from plstream.source_spec import SourceSpec
 from plstream.stream.security import Security
 
+if TYPE_CHECKING:  # imported when a resume needs it (start-up stays fast)
+    from plstream.analysis.resume import ResumePoint
+
 __all__ = ["replay", "run"]
 
 
@@ -57,8 +62,9 @@ def _analyze_local_source(
     out: Path,
     truth: Path | None,
     secured: tuple[Security, str | None],
+    resume: ResumePoint | None = None,
 ) -> int:
-    """Analyze the source process's stream into ``out``, report and score against ``truth``."""
+    """Analyze the source process's stream into ``out`` (or on from ``resume``), report and score against ``truth``."""
     live = live_endpoint(args, settings)
     security, server_key = secured
     progress = ProgressLine()
@@ -75,6 +81,7 @@ def _analyze_local_source(
         recording=RecordingPlan.from_settings(
             settings, record=getattr(args, "record", None), no_record=getattr(args, "no_record", False)
         ),
+        resume=resume,
     )
     progress.finish(outcome.session_status)
     report(outcome, time.monotonic() - started)
@@ -104,6 +111,10 @@ def _run_simulated(
 
     sim = settings.simulation
     truth = truth_path_for(out)
+    if truth.exists() and not settings.output.overwrite:  # never replace an earlier run's ground truth silently
+        raise UsageError(
+            f"{truth} already exists (the ground truth of an earlier run); choose another --out or pass --overwrite"
+        )
     save_truth(SimulatedCamera(simulation_params(sim), seed=sim.seed).truth, truth)
     pacing = f"at {sim.frame_rate_hz:g} frames/s" if sim.paced else "as fast as possible"
     print(
@@ -120,12 +131,16 @@ def replay(args: argparse.Namespace) -> int:
     """A recorded movie through the real ZeroMQ path, losslessly; scored when ``<movie>.truth.h5`` exists."""
     from plstream.acquire_adapters import open_movie
 
-    settings = settings_from(args)
     out = Path(args.out)
     # Open the movie here first: a wrong path or a corrupt header is reported at once.
     with contextlib.closing(open_movie(args.path)) as source:
         description = source.describe()
-    check_output(out, settings)
+    resume = None
+    if args.resume:
+        settings, resume = _resume_point(args, out, description)
+    else:
+        settings = settings_from(args)
+        check_output(out, settings)
     truth = Path(args.truth) if args.truth else Path(args.path).with_name(Path(args.path).stem + ".truth.h5")
     if args.truth and not truth.exists():
         raise UsageError(f"truth file {truth} not found")
@@ -136,4 +151,39 @@ def replay(args: argparse.Namespace) -> int:
         f"{description.get('shape')} {description.get('dtype')})",
         file=sys.stderr,
     )
-    return _analyze_local_source(args, SourceSpec.file(args.path), settings, out, truth, secured)
+    spec = SourceSpec.file(args.path, first_seq=resume.next_seq if resume is not None else 0)
+    return _analyze_local_source(args, spec, settings, out, truth, secured, resume)
+
+
+def _resume_point(args: argparse.Namespace, out: Path, movie: dict[str, Any]) -> tuple[Settings, ResumePoint]:
+    """The settings and state to go on with the interrupted replay saved in ``out`` (recovered first if need be)."""
+    import h5py
+
+    from plstream.analysis.result_file import ResultFileError
+    from plstream.analysis.result_file.recover import recover_result_file
+    from plstream.analysis.resume import read_resume_point
+
+    if not out.is_file():
+        raise UsageError(f"--resume: there is no result file {out} to resume; leave out --resume to start one")
+    recovery = recover_result_file(out)  # a crashed file first becomes a plain one (refused while being written)
+    if recovery.recovered:
+        print(f"plstream: {recovery.describe()}", file=sys.stderr)
+    with h5py.File(out, "r") as f:
+        saved_settings = str(f.attrs.get("settings_json", "{}"))
+        saved_source = json.loads(str(f.attrs.get("source_json", "{}")) or "{}")
+    for key in ("shape", "dtype", "n_frames"):
+        if saved_source.get(key) != movie.get(key):
+            raise UsageError(
+                f"--resume: {out} was made from a movie whose {key} is {saved_source.get(key)!r}, but {args.path} "
+                f"has {movie.get(key)!r}; resume it with the movie it was made from"
+            )
+    settings = settings_from(args, saved_json=saved_settings)  # the analysis goes on as it was set up
+    try:
+        point = read_resume_point(out, settings)
+    except ResultFileError as exc:
+        raise UsageError(f"--resume: {exc}") from None
+    n = movie.get("n_frames")
+    if isinstance(n, int) and point.next_seq >= n:
+        raise UsageError(f"--resume: {out} already holds every frame of {args.path} up to the last ({n - 1})")
+    print(f"plstream: {point.describe()}; analysis settings as saved in the file", file=sys.stderr)
+    return settings, point

@@ -19,8 +19,10 @@ def simulate(args: argparse.Namespace) -> int:
 
     sim = with_simulation_flags(settings_from(args), args).simulation
     out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise UsageError(f"{out} already exists; choose another --out or pass --overwrite")
+    truth = out.with_name(out.stem + ".truth.h5")  # where write_movie puts it
+    for path in (out, truth):
+        if path.exists() and not args.overwrite:
+            raise UsageError(f"{path} already exists; choose another --out or pass --overwrite")
     out.parent.mkdir(parents=True, exist_ok=True)
     progress_every = max(1, sim.n_frames // 20)
 

@@ -25,7 +25,8 @@ from plstream.commands._common import (
 from plstream.commands._security import security_from
 from plstream.config import Settings
 from plstream.errors import EXIT_INTERRUPTED, EXIT_OK
-from plstream.orchestration import analyze_stream, publish_source, stop_on_sigint
+from plstream.lifecycle import stop_on_signals
+from plstream.orchestration import analyze_stream, publish_source
 from plstream.progress import ProgressLine
 from plstream.recording import RecordingPlan
 from plstream.source_spec import SourceSpec
@@ -76,7 +77,7 @@ def acquire(args: argparse.Namespace) -> int:
             print(f"plstream: waiting for the analyzer to be ready ({seconds:.0f} s)...", file=sys.stderr, flush=True)
 
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    with stop_on_sigint(stop_event):
+    with stop_on_signals(stop_event):
         counters = publish_source(
             spec,
             endpoint,
@@ -118,7 +119,7 @@ def analyze(args: argparse.Namespace) -> int:
     stop_event = threading.Event()
     progress = ProgressLine()
     started = time.monotonic()
-    with zmq.Context() as context, security.on(context) as secured, stop_on_sigint(stop_event):
+    with zmq.Context() as context, security.on(context) as secured, stop_on_signals(stop_event):
         with FrameSubscriber(
             context,
             endpoint,

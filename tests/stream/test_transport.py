@@ -13,6 +13,7 @@ import zmq
 
 from plstream.acquire_adapters.base import Frame, InputError
 from plstream.stream import (
+    ConsumerLost,
     ConsumerTimeout,
     EndMessage,
     FrameMessage,
@@ -269,6 +270,25 @@ def test_malformed_messages_are_counted_and_the_stream_goes_on(context, analyzer
     assert any("version 99" in w for w in warnings)
 
 
+def test_a_flood_of_malformed_messages_is_counted_not_logged_line_by_line(context, analyzer, caplog):
+    raw = context.socket(zmq.DEALER)
+    raw.setsockopt(zmq.LINGER, 0)
+    raw.connect(analyzer.endpoint)
+    with caplog.at_level(logging.WARNING, logger="plstream.stream.subscriber"):
+        raw.send_multipart(wire.encode(StartMessage("r", {}, (8, 8), "uint16", 0.0)))
+        for i in range(2000):
+            raw.send_multipart([b"junk %d" % i])
+        raw.send_multipart(wire.encode(EndMessage("r", 0, "complete", "", {}, 0.0)))
+        messages = receive_run(analyzer)
+        analyzer.close()  # says how many lines were left out
+    raw.close()
+    assert isinstance(messages[0], StartMessage) and isinstance(messages[-1], EndMessage)
+    assert analyzer.counters["malformed"] == 2000
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) <= 5, lines[:10]
+    assert any("were not logged" in line for line in lines)
+
+
 # ---------------------------------------------------------------- ending a run
 def test_source_error_mid_stream_sends_end_with_reason_error(analyzer):
     producer = Background(publish_to, analyzer.endpoint, FakeSource(n=10, fail_after=4))
@@ -289,6 +309,33 @@ def test_stop_while_blocked_without_consumer_returns_promptly(context):
         producer.join()
     assert producer.error is None
     assert producer.result["frames_sent"] == 0
+
+
+@pytest.mark.parametrize("live", [False, True])
+def test_a_source_stops_when_its_consumer_falls_silent(analyzer, live):
+    """An analyzer that was killed or stopped never unblocks a send; its heartbeats stopping says so."""
+    timeout_s = 1.0
+    producer = Background(
+        publish_to,
+        analyzer.endpoint,
+        FakeSource(n=1_000_000, shape=(64, 64)),
+        peer_timeout_s=timeout_s,
+        heartbeat_interval_s=0.1,
+        queue_frames=8 if live else None,
+    )
+    start = analyzer.receive(RECEIVE_S)
+    assert isinstance(start, StartMessage) and analyzer.send_ready(start.run_uid)
+    for received in range(20):  # a consumer at work: frames in, heartbeats out
+        assert isinstance(analyzer.receive(RECEIVE_S), (FrameMessage, HeartbeatMessage))
+        assert analyzer.send_heartbeat(start.run_uid, received)
+    silent_since = time.monotonic()  # ... and now it stops reading and answering, as if killed
+    producer.join()
+    waited = time.monotonic() - silent_since
+    assert isinstance(producer.error, ConsumerLost), producer.error
+    assert timeout_s <= waited < timeout_s + 3.0
+    message = str(producer.error)
+    assert f"the consumer at {analyzer.endpoint} has not answered" in message and "peer_timeout_s" in message
+    assert ("dropped meanwhile" in message) == live
 
 
 def test_blocked_send_raises_stream_stopped_or_consumer_timeout(context):
